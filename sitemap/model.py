@@ -1,0 +1,142 @@
+"""Typed values of a loaded site map: the organisation's sites and its mailbox directory.
+
+Everything here is frozen and already validated by `sitemap.load`; code that holds a `Sitemap`
+can rely on every reference (a mailbox's site, a site's backend) being present and well formed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal, Mapping
+
+MailboxKind = Literal["modern", "legacy"]
+
+
+class SecretUnavailable(Exception):
+    """A referenced secret (environment variable or file) could not be read."""
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRef:
+    """Where a secret lives: an environment variable or a file. Never the secret itself."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def resolve(self) -> str:
+        if self.env is not None:
+            value = os.environ.get(self.env)
+            if value is None:
+                raise SecretUnavailable(f"environment variable {self.env} is not set")
+            return value
+        if self.file is not None:
+            try:
+                return Path(self.file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SecretUnavailable(f"cannot read secret file {self.file}: {exc}") from exc
+        raise SecretUnavailable("secret reference names neither env nor file")
+
+    def describe(self) -> str:
+        return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
+
+
+@dataclass(frozen=True, slots=True)
+class CalDavBackendConfig:
+    """A site's CalDAV mailbox backend.
+
+    `calendar_path` is a template relative to `url`; `{address}` and `{local}` (the part before
+    the @) are filled in per mailbox unless the mailbox names its own `calendar_url`.
+    """
+
+    url: str
+    username: str | None = None
+    password: SecretRef | None = None
+    calendar_path: str = "{address}/calendar/"
+    max_connections: int = 10
+    timeout_seconds: float = 10.0
+    verify_tls: bool | str = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkingHoursSpec:
+    """Working days (English weekday names) and minutes after local midnight."""
+
+    days: tuple[str, ...] = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+    start_minute: int = 8 * 60
+    end_minute: int = 17 * 60
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    name: str
+    nodes: tuple[str, ...] = ()
+    timezone: str = "UTC"
+    caldav: CalDavBackendConfig | None = None
+    working_hours: WorkingHoursSpec = field(default_factory=WorkingHoursSpec)
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    address: str
+    site: str
+    kind: MailboxKind = "modern"
+    legacy_dn: str | None = None
+    aliases: tuple[str, ...] = ()
+    display_name: str | None = None
+    timezone: str | None = None
+    calendar_url: str | None = None
+    working_hours: WorkingHoursSpec | None = None
+
+    @property
+    def local_part(self) -> str:
+        return self.address.split("@", 1)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUser:
+    """A client allowed to call the node (HTTP Basic)."""
+
+    username: str
+    password: SecretRef
+
+
+@dataclass(frozen=True, slots=True)
+class ClientAuth:
+    """Who may call the node. `anonymous` lets anyone in (labs, trusted networks only)."""
+
+    users: tuple[ClientUser, ...] = ()
+    anonymous: bool = False
+
+
+@dataclass(frozen=True)
+class Sitemap:
+    source: str
+    sites: tuple[Site, ...]
+    mailboxes: tuple[Mailbox, ...]
+    domains: tuple[str, ...] = ()
+    auth: ClientAuth = field(default_factory=ClientAuth)
+    settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    _index: Mapping[str, Mailbox] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, Mailbox] = {}
+        for mailbox in self.mailboxes:
+            for name in (mailbox.address, *mailbox.aliases):
+                index[name.casefold()] = mailbox
+        object.__setattr__(self, "_index", MappingProxyType(index))
+
+    def site(self, name: str) -> Site:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise KeyError(name)
+
+    def lookup(self, address: str) -> Mailbox | None:
+        """The mailbox an address or alias names (case-insensitive), or None."""
+        return self._index.get(address.strip().casefold())
+
+    def mailboxes_of(self, site: str) -> tuple[Mailbox, ...]:
+        return tuple(m for m in self.mailboxes if m.site == site)
