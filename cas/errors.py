@@ -3,20 +3,27 @@
 Two families, kept apart on purpose:
 
 * **Request faults** stop a whole request. They are exceptions and become a SOAP fault (EWS) or
-  a 4xx with a message (other front doors)::
+  a 4xx with a message (other front doors). Each knows two HTTP statuses: `http_status` for the
+  plain-HTTP front doors, and `soap_status` for EWS. SOAP 1.1 (§6.2) sends a fault with HTTP 500
+  and EWS clients only read the fault of a 500 answer (exchangelib treats any other status as an
+  unknown failure), so a fault about a well-formed request is a 500 *with a fault body*; input
+  that is not a SOAP request at all gets a 4xx::
 
-      RequestFault                      ErrorInvalidRequest           400
-      ├── MalformedRequest              ErrorSchemaValidation         400  (not XML, wrong shape/types)
-      │   └── HostileXml                ErrorSchemaValidation         400  (DTD, entities)
-      ├── BodyTooLarge                  ErrorInvalidRequest           413
-      ├── UnknownOperation              ErrorInvalidOperation         400
-      ├── MailboxDataArrayEmpty         ErrorMailboxDataArrayEmpty    400
-      ├── MailboxDataArrayTooBig        ErrorMailboxDataArrayTooBig   400
-      ├── InvalidTimeInterval           ErrorInvalidTimeInterval      400
-      ├── TimeIntervalTooBig            ErrorTimeIntervalTooBig       400
-      ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400
-      ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400
-      └── Unauthorized                  ErrorAccessDenied             401
+      class                             ResponseCode                  http  soap
+      RequestFault                      ErrorInvalidRequest           400   500
+      ├── MalformedRequest              ErrorSchemaValidation         400   400  (not XML, not SOAP)
+      │   └── HostileXml                ErrorSchemaValidation         400   400  (DTD, entities)
+      ├── InvalidValue                  ErrorSchemaValidation         400   500  (wrong type/value)
+      ├── BodyTooLarge                  ErrorInvalidRequest           413   413
+      ├── UnknownOperation              ErrorInvalidOperation         400   500
+      ├── MailboxDataArrayEmpty         ErrorMailboxDataArrayEmpty    400   500
+      ├── MailboxDataArrayTooBig        ErrorMailboxDataArrayTooBig   400   500
+      ├── InvalidTimeInterval           ErrorInvalidTimeInterval      400   500
+      ├── TimeIntervalTooBig            ErrorTimeIntervalTooBig       400   500
+      ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400   500
+      ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
+      ├── Unauthorized                  ErrorAccessDenied             401   401
+      └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
   blanks the others. Their codes are in `MAILBOX_ERROR_CODES`.
@@ -35,6 +42,7 @@ class RequestFault(Exception):
 
     code = "ErrorInvalidRequest"
     http_status = 400
+    soap_status = 500
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -43,15 +51,23 @@ class RequestFault(Exception):
 
 class MalformedRequest(RequestFault):
     code = "ErrorSchemaValidation"
+    soap_status = 400
 
 
 class HostileXml(MalformedRequest):
     pass
 
 
+class InvalidValue(RequestFault):
+    """A well-formed SOAP request with a wrong element, type or value."""
+
+    code = "ErrorSchemaValidation"
+
+
 class BodyTooLarge(RequestFault):
     code = "ErrorInvalidRequest"
     http_status = 413
+    soap_status = 413
 
 
 class UnknownOperation(RequestFault):
@@ -85,6 +101,12 @@ class InvalidFreeBusyViewType(RequestFault):
 class Unauthorized(RequestFault):
     code = "ErrorAccessDenied"
     http_status = 401
+    soap_status = 401
+
+
+class InternalError(RequestFault):
+    code = "ErrorInternalServerError"
+    http_status = 500
 
 
 class BackendFailure(Exception):

@@ -1,0 +1,154 @@
+"""The `cas` command: `serve` runs one node, `lab` runs a whole lab on loopback.
+
+Errors the user can fix (a bad sitemap, a bad setting, a missing secret) are printed as one clear
+message each with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from cas import __version__
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run one node of one site")
+    p.add_argument("--config", required=True, help="the sitemap YAML file")
+    p.add_argument("--site", help="the site this node serves (default: the only site)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8443, help="port to listen on (default 8443)")
+    p.add_argument("--tls-cert", help="PEM certificate (chain) to serve HTTPS with")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="override a setting"
+    )
+    p.add_argument("--print-config", action="store_true", help="print the settings and exit")
+
+
+def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lab", help="run a whole lab on loopback with embedded defaults")
+    p.add_argument("--sites", type=int, default=1, help="number of sites (default 1)")
+    p.add_argument("--nodes-per-site", type=int, default=1, help="nodes per site (default 1)")
+    p.add_argument(
+        "--mailboxes-per-site", type=int, default=24, help="seeded mailboxes per site (default 24)"
+    )
+    p.add_argument("--manifest", help="where to write the lab manifest JSON")
+    p.add_argument("--state-dir", help="folder for the lab's files (default: a temporary one)")
+    p.add_argument(
+        "--duration", type=float, help="stop by itself after this many seconds (default: Ctrl-C)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cas", description="Multi-site availability proxy node")
+    parser.add_argument("--version", action="version", version=f"cas {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_serve(sub)
+    _add_lab(sub)
+    return parser
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed without a traceback."""
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
+    overrides: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--set {pair!r}: expected NAME=VALUE")
+        overrides[name.strip()] = value.strip()
+    return overrides
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cas.app import create_app
+    from cas.settings import OPTIONS_BY_NAME, SettingsError, load_settings
+    from sitemap.load import SitemapError, load_sitemap
+    from sitemap.model import SecretUnavailable
+
+    try:
+        sitemap = load_sitemap(args.config)
+    except SitemapError as exc:
+        raise UsageError(str(exc)) from None
+    overrides = _parse_overrides(args.set)
+    unknown = sorted(set(overrides) - set(OPTIONS_BY_NAME))
+    if unknown:
+        raise UsageError(f"--set {unknown[0]}: unknown setting (known: {', '.join(OPTIONS_BY_NAME)})")
+    try:
+        settings = load_settings(sitemap.settings, file_source=args.config, overrides=overrides)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    if args.print_config:
+        for name, value, source, help_text in settings.table():
+            print(f"{name:<26} {value!s:<12} {source:<28} {help_text}")
+        return 0
+
+    names = [s.name for s in sitemap.sites]
+    site = args.site or (names[0] if len(names) == 1 else None)
+    if site is None:
+        raise UsageError(f"{args.config}: several sites ({', '.join(names)}); choose one with --site")
+    if site not in names:
+        raise UsageError(f"--site {site}: not in {args.config} (sites: {', '.join(names)})")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s [site=" + site + "] %(message)s",
+    )
+    try:
+        app = create_app(settings, sitemap, site)
+    except SecretUnavailable as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        log_level=settings.log_level,
+        access_log=False,
+        lifespan="on",
+    )
+    uvicorn.Server(config).run()
+    return 0
+
+
+def lab(args: argparse.Namespace) -> int:
+    from cas.lab.runner import LabOptions, run_lab
+
+    if args.sites < 1 or args.nodes_per_site < 1 or args.mailboxes_per_site < 1:
+        raise UsageError("--sites, --nodes-per-site and --mailboxes-per-site must be at least 1")
+    return run_lab(
+        LabOptions(
+            sites=args.sites,
+            nodes_per_site=args.nodes_per_site,
+            mailboxes_per_site=args.mailboxes_per_site,
+            manifest=args.manifest,
+            state_dir=args.state_dir,
+            duration=args.duration,
+        )
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"serve": serve, "lab": lab}
+    try:
+        return commands[args.command](args)
+    except UsageError as exc:
+        print(f"cas {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The EWS front door: `POST /EWS/Exchange.asmx`.
+
+Reads the body under a size limit, authenticates, dispatches on the SOAP Body's first element
+(exchangelib sends no SOAPAction) and answers with the codec's bytes. Every failure becomes a
+SOAP fault with the status `cas.errors` assigns; an unexpected exception is logged with its
+traceback and answered as `ErrorInternalServerError`, never as a bare 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from cas.auth import BasicAuthenticator
+from cas.codecs import ews
+from cas.errors import BodyTooLarge, InternalError, RequestFault, Unauthorized, UnknownOperation
+from cas.model.availability import Limits, check_limits
+from cas.model.projection import Requester
+from cas.service import AvailabilityService
+
+log = logging.getLogger(__name__)
+
+XML = "text/xml; charset=utf-8"
+BODY_READ_TIMEOUT_SECONDS = 30.0
+
+Handler = Callable[[ews.SoapRequest, Requester], Awaitable[bytes]]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than `limit` bytes before buffering them."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class EwsEndpoint:
+    def __init__(
+        self,
+        service: AvailabilityService,
+        authenticator: BasicAuthenticator,
+        *,
+        limits: Limits,
+        max_body_bytes: int,
+        year: Callable[[], int],
+    ) -> None:
+        self.service = service
+        self.authenticator = authenticator
+        self.limits = limits
+        self.max_body_bytes = max_body_bytes
+        self.year = year
+        self.handlers: dict[str, Handler] = {
+            "GetUserAvailabilityRequest": self.get_user_availability,
+            "GetServerTimeZones": self.get_server_time_zones,
+            "ConvertId": self.convert_id,
+        }
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            requester = self.authenticator.authenticate(request)
+            body = await read_body(request, self.max_body_bytes)
+            soap = ews.parse_envelope(body)
+            handler = self.handlers.get(soap.operation)
+            if handler is None:
+                raise UnknownOperation(
+                    f"The operation {soap.operation!r} is not supported by this server; "
+                    f"supported: {', '.join(self.handlers)}."
+                )
+            return Response(await handler(soap, requester), media_type=XML)
+        except Unauthorized as fault:
+            return Response(
+                fault.message, status_code=401, headers=self.authenticator.challenge()
+            )
+        except RequestFault as fault:
+            return self.fault(fault)
+        except (TimeoutError, ClientDisconnect):
+            return self.fault(BodyTooLarge("The request body was not received in time."))
+        except Exception:
+            log.exception("unexpected error answering an EWS request")
+            return self.fault(InternalError("An internal error occurred; it has been logged."))
+
+    @staticmethod
+    def fault(fault: RequestFault) -> Response:
+        return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
+
+    async def get_user_availability(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+        request = ews.parse_get_user_availability(soap)
+        check_limits(request, self.limits)
+        results = await self.service.availability(request, requester)
+        return ews.render_get_user_availability(request, results)
+
+    async def get_server_time_zones(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+        return ews.render_get_server_time_zones(
+            ews.parse_get_server_time_zones(soap), year=self.year()
+        )
+
+    async def convert_id(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+        return ews.render_convert_id(soap)
