@@ -1,0 +1,370 @@
+"""Stored iCalendar objects -> free/busy `Event`s: recurrence expansion, time zones, busy types.
+
+This module owns the meaning of calendar data for the proxy. It is pure (no I/O): the CalDAV
+backend hands it the `calendar-data` of a REPORT answer (`parse_multistatus`) and gets back absolute
+UTC events for one window (`events_from_calendar`).
+
+Theory of operation
+-------------------
+* Each text is one calendar object resource (one UID: a master and its overridden instances).
+  Recurrences are expanded here, with `recurring-ical-events` (RRULE, RDATE, EXDATE, RECURRENCE-ID
+  overrides, instances moved into or out of the window).
+* Times: TZID and UTC values keep their absolute time. Floating times and all-day dates belong to
+  the mailbox owner's zone (`default_tz`): an all-day event runs midnight to midnight there (no
+  DTEND means one day; DURATION is honoured).
+* Custom VTIMEZONE blocks (Outlook's "Customized Time Zone", Windows names) are renamed per
+  definition before parsing, because `icalendar` caches custom zones process-wide by TZID: without
+  this, the first mailbox's "Customized Time Zone" would silently shift every other mailbox's.
+* Malformed objects: an object that cannot be parsed or expanded is skipped and logged, and the
+  others still count. If objects were given and *none* could be used, `CalendarDataError` (a
+  `BackendFailure`) is raised: a calendar we cannot read is unknown, never free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+import icalendar
+import recurring_ical_events
+from lxml import etree
+
+from cas.errors import BackendFailure
+from cas.model.freebusy import BusyType, Event, EventDetails, Window, events_in_window
+
+logger = logging.getLogger(__name__)
+
+# Expanding one object past this many occurrences in one window marks it malformed (a
+# FREQ=SECONDLY rule must not stall a node).
+MAX_OCCURRENCES_PER_OBJECT = 10_000
+# Floating and all-day times are placed in the owner's zone only after expansion; ask the
+# expander for a day more on each side so no such occurrence is lost at the window's edges.
+_EXPANSION_MARGIN = timedelta(days=1)
+
+DAV = "{DAV:}"
+CALDAV = "{urn:ietf:params:xml:ns:caldav}"
+
+
+class CalendarDataError(BackendFailure):
+    """Calendar data from a backend could not be used (bad XML, no readable object)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CalendarObject:
+    """One calendar object resource of a REPORT answer."""
+
+    href: str
+    etag: str | None
+    ics: str
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedObject:
+    """A calendar object that was left out, and why."""
+
+    label: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """Events of a set of calendar objects over one window, and the objects that were skipped."""
+
+    events: tuple[Event, ...]
+    skipped: tuple[SkippedObject, ...]
+    objects: int
+
+
+# --- busy type: the one table --------------------------------------------------------------
+
+# Outlook's own status (X-MICROSOFT-CDO-BUSYSTATUS) wins over the RFC 5545 properties.
+CDO_BUSY_STATUS: dict[str, BusyType] = {
+    "FREE": BusyType.FREE,
+    "TENTATIVE": BusyType.TENTATIVE,
+    "BUSY": BusyType.BUSY,
+    "OOF": BusyType.OOF,
+    "WORKINGELSEWHERE": BusyType.WORKING_ELSEWHERE,
+}
+
+
+def busy_type_of(
+    status: str | None, transp: str | None, cdo_busy_status: str | None
+) -> BusyType | None:
+    """The busy type of an event from its STATUS, TRANSP and X-MICROSOFT-CDO-BUSYSTATUS.
+
+    Precedence: STATUS:CANCELLED drops the event (None); a known CDO status wins; then
+    STATUS:TENTATIVE is Tentative; then TRANSP:TRANSPARENT is Free; anything else is Busy.
+    """
+    status = (status or "").strip().upper()
+    if status == "CANCELLED":
+        return None
+    cdo = CDO_BUSY_STATUS.get((cdo_busy_status or "").strip().upper())
+    if cdo is not None:
+        return cdo
+    if status == "TENTATIVE":
+        return BusyType.TENTATIVE
+    if (transp or "").strip().upper() == "TRANSPARENT":
+        return BusyType.FREE
+    return BusyType.BUSY
+
+
+# --- events from calendar objects ----------------------------------------------------------
+
+
+def events_from_calendar(
+    ics_texts: Iterable[str | bytes | CalendarObject], window: Window, default_tz: str
+) -> list[Event]:
+    """Events of the calendar objects that overlap `window`, in UTC, ordered by start.
+
+    Raises `CalendarDataError` when objects were given but none could be used.
+    """
+    expansion = expand_calendar(ics_texts, window, default_tz)
+    for skipped in expansion.skipped:
+        logger.warning("skipping calendar object %s: %s", skipped.label, skipped.reason)
+    if expansion.objects and len(expansion.skipped) == expansion.objects:
+        first = expansion.skipped[0]
+        raise CalendarDataError(
+            f"none of {expansion.objects} calendar object(s) could be read; "
+            f"first problem: {first.label}: {first.reason}"
+        )
+    return list(expansion.events)
+
+
+def expand_calendar(
+    ics_texts: Iterable[str | bytes | CalendarObject], window: Window, default_tz: str
+) -> Expansion:
+    """Like `events_from_calendar`, but reports skipped objects instead of deciding about them."""
+    zone = _zone(default_tz)
+    events: list[Event] = []
+    skipped: list[SkippedObject] = []
+    count = 0
+    for index, item in enumerate(ics_texts):
+        count += 1
+        label, text = _label_and_text(index, item)
+        try:
+            events.extend(_object_events(text, window, zone))
+        except Exception as exc:  # noqa: BLE001 - the per-object boundary: parsers raise anything
+            skipped.append(SkippedObject(label, f"{type(exc).__name__}: {exc}"))
+    return Expansion(events_in_window(events, window), tuple(skipped), count)
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise CalendarDataError(
+            f"unknown time zone {name!r} for floating and all-day times"
+        ) from exc
+
+
+def _label_and_text(index: int, item: str | bytes | CalendarObject) -> tuple[str, str]:
+    if isinstance(item, CalendarObject):
+        return item.href, item.ics
+    if isinstance(item, bytes):
+        return f"#{index}", item.decode("utf-8", errors="replace")
+    return f"#{index}", item
+
+
+def _object_events(text: str, window: Window, zone: tzinfo) -> Iterator[Event]:
+    calendars = icalendar.Calendar.from_ical(_isolate_custom_timezones(text), multiple=True)
+    calendars = [c for c in calendars if c.name == "VCALENDAR"]
+    if not calendars:
+        raise ValueError("no VCALENDAR component")
+    lo = window.start.astimezone(zone) - _EXPANSION_MARGIN
+    hi = window.end.astimezone(zone) + _EXPANSION_MARGIN
+    produced = 0
+    for calendar in calendars:
+        query = recurring_ical_events.of(calendar, keep_recurrence_attributes=True)
+        for series in query.series:
+            for occurrence in series.between(lo, hi):
+                produced += 1
+                if produced > MAX_OCCURRENCES_PER_OBJECT:
+                    raise ValueError(
+                        f"more than {MAX_OCCURRENCES_PER_OBJECT} occurrences in the window"
+                    )
+                event = _event(occurrence, zone, text)
+                if event is not None:
+                    yield event
+
+
+def _event(occurrence: recurring_ical_events.Occurrence, zone: tzinfo, text: str) -> Event | None:
+    component = occurrence.as_component(True)
+    busy = busy_type_of(
+        _text(component, "STATUS"),
+        _text(component, "TRANSP"),
+        _text(component, "X-MICROSOFT-CDO-BUSYSTATUS"),
+    )
+    if busy is None:
+        return None
+    start = _absolute(occurrence.start, zone)
+    end = _absolute(occurrence.end, zone)
+    is_exception = bool(occurrence.recurrence_ids)
+    is_recurring = is_exception or "RRULE" in component or "RDATE" in component
+    if is_exception:
+        recurrence = _recurrence_text(component["RECURRENCE-ID"].dt, zone)
+    elif is_recurring:
+        recurrence = _recurrence_text(occurrence.start, zone)
+    else:
+        recurrence = ""
+    uid = _text(component, "UID") or "no-uid:" + hashlib.sha256(text.encode()).hexdigest()
+    details = EventDetails(
+        id=hashlib.sha256(f"{uid}\n{recurrence}".encode()).hexdigest()[:16],
+        subject=_text(component, "SUMMARY"),
+        location=_text(component, "LOCATION"),
+        is_meeting="ATTENDEE" in component,
+        is_recurring=is_recurring,
+        is_exception=is_exception,
+        is_reminder_set=any(sub.name == "VALARM" for sub in component.subcomponents),
+        is_private=(_text(component, "CLASS") or "").upper() in {"PRIVATE", "CONFIDENTIAL"},
+    )
+    return Event(start, end, busy, details)
+
+
+def _text(component: icalendar.cal.Component, name: str) -> str | None:
+    value = component.get(name)
+    if value is None:
+        return None
+    if isinstance(value, list):  # a repeated property: the first one counts
+        value = value[0]
+    return str(value)
+
+
+def _absolute(value: date | datetime, zone: tzinfo) -> datetime:
+    """An aware UTC datetime; floating times and dates are read in `zone` (dates at midnight)."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(timezone.utc)
+
+
+def _recurrence_text(value: date | datetime, zone: tzinfo) -> str:
+    if not isinstance(value, datetime):
+        return value.isoformat()
+    return _absolute(value, zone).strftime("%Y%m%dT%H%M%SZ")
+
+
+# --- custom VTIMEZONE isolation --------------------------------------------------------------
+
+_UNFOLD = re.compile(r"\r?\n[ \t]")
+_VTIMEZONE = re.compile(r"^BEGIN:VTIMEZONE\r?\n.*?^END:VTIMEZONE\r?$", re.M | re.S | re.I)
+_TZID_LINE = re.compile(r"^TZID(?:;[^:\r\n]*)?:(.*?)\r?$", re.M | re.I)
+
+
+@lru_cache(maxsize=1)
+def _iana_names() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def _isolate_custom_timezones(text: str) -> str:
+    """Rename every non-IANA VTIMEZONE (and its uses) to a name unique to its definition."""
+    if "VTIMEZONE" not in text.upper():
+        return text
+    text = _UNFOLD.sub("", text)
+    renames: dict[str, str] = {}
+    for block in _VTIMEZONE.finditer(text):
+        found = _TZID_LINE.search(block.group(0))
+        if found is None:
+            continue
+        name = found.group(1).strip()
+        if not name or name.strip("/") in _iana_names():
+            continue
+        digest = hashlib.sha256(block.group(0).encode()).hexdigest()[:12]
+        renames[name] = f"{name}~{digest}"
+    for name, unique in renames.items():
+        escaped = re.escape(name)
+        text = re.sub(
+            rf"^(TZID(?:;[^:\r\n]*)?:){escaped}(\r?)$",
+            lambda m, u=unique: f"{m.group(1)}{u}{m.group(2)}",
+            text,
+            flags=re.M | re.I,
+        )
+        text = re.sub(
+            rf'(;TZID=)("?){escaped}\2(?=[;:,])',
+            lambda m, u=unique: f"{m.group(1)}{m.group(2)}{u}{m.group(2)}",
+            text,
+            flags=re.I,
+        )
+    return text
+
+
+# --- the REPORT answer ----------------------------------------------------------------------
+
+_XML_PARSER = etree.XMLParser(
+    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
+)
+
+
+def parse_multistatus(xml_bytes: bytes) -> list[CalendarObject]:
+    """The calendar objects of a calendar-query REPORT answer (RFC 4791 §7.8, RFC 4918 §13).
+
+    Raises `CalendarDataError` for anything that is not a plain multistatus document (not XML,
+    a DTD, another root) and for a matched object whose calendar data the server withheld:
+    its busy time would be unknown, so the mailbox must not be reported as free.
+    """
+    if b"<!DOCTYPE" in xml_bytes[:4096].upper():
+        raise CalendarDataError("REPORT answer carries a DTD; refused")
+    try:
+        root = etree.fromstring(xml_bytes, _XML_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise CalendarDataError(f"REPORT answer is not well-formed XML: {exc}") from exc
+    if root.tag != f"{DAV}multistatus":
+        raise CalendarDataError(f"REPORT answer has root {root.tag!r}, expected DAV:multistatus")
+    objects: list[CalendarObject] = []
+    for response in root.iterfind(f"{DAV}response"):
+        href = (response.findtext(f"{DAV}href") or "").strip()
+        etag: str | None = None
+        ics: str | None = None
+        withheld: int | None = _status_code(response.findtext(f"{DAV}status"))
+        for propstat in response.iterfind(f"{DAV}propstat"):
+            status = _status_code(propstat.findtext(f"{DAV}status"))
+            prop = propstat.find(f"{DAV}prop")
+            if prop is None:
+                continue
+            if status is not None and not 200 <= status < 300:
+                if prop.find(f"{CALDAV}calendar-data") is not None:
+                    withheld = status
+                continue
+            etag = prop.findtext(f"{DAV}getetag", etag)
+            data = prop.findtext(f"{CALDAV}calendar-data")
+            if data is not None and data.strip():
+                ics = data
+        if ics is None and href.endswith("/"):
+            continue  # a collection listed by a lenient server, not a calendar object
+        if ics is None:
+            raise CalendarDataError(
+                f"object {href or '?'} matched but its calendar data was not returned"
+                + (f" (HTTP {withheld})" if withheld else "")
+            )
+        objects.append(CalendarObject(href, etag.strip() if etag else None, ics))
+    return objects
+
+
+def _status_code(line: str | None) -> int | None:
+    """200 from 'HTTP/1.1 200 OK'; None when absent or unreadable."""
+    if not line:
+        return None
+    parts = line.split()
+    if len(parts) >= 2 and parts[1].isdigit():
+        return int(parts[1])
+    return None
+
+
+__all__ = [
+    "CDO_BUSY_STATUS",
+    "CalendarDataError",
+    "CalendarObject",
+    "Expansion",
+    "MAX_OCCURRENCES_PER_OBJECT",
+    "SkippedObject",
+    "busy_type_of",
+    "events_from_calendar",
+    "expand_calendar",
+    "parse_multistatus",
+]

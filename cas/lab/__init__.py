@@ -1,0 +1,1 @@
+"""Lab helpers: real servers (Radicale, ...) started on loopback for `cas lab` and the tests."""

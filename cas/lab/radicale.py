@@ -1,0 +1,331 @@
+"""A real Radicale CalDAV server run as a subprocess on loopback, and helpers to seed it.
+
+`RadicaleServer` writes a config, an htpasswd file (plain text: lab only) and a rights file into
+a folder, starts `python -m radicale` on 127.0.0.1 and a free port, and stops it by PID. The
+rights give each mailbox user its own `<address>/` tree, read-only service accounts (the CAS
+nodes) read access to every collection, and admin accounts read/write access to every collection.
+`ensure_calendar` and `put_event` create calendars and store events over plain CalDAV.
+
+Radicale's built-in server resets connections when more than about 16 clients connect at once
+(seen with 3.9: 24 parallel REPORTs lose a few), so seed with bounded concurrency; the helpers
+retry a reset request, which is safe because MKCOL/MKCALENDAR tolerate "exists" and PUT replaces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_START_TIMEOUT = 20.0
+DEFAULT_STOP_GRACE = 5.0
+SEED_ATTEMPTS = 3
+
+
+class RadicaleError(RuntimeError):
+    """Radicale could not be started, or refused a lab request."""
+
+
+class RadicaleServer:
+    """One Radicale process. Usernames may be e-mail addresses (`ann@contoso.test`).
+
+    `users` maps every account (mailbox users, `admins`, `readers`) to its password. The
+    storage lives in `folder/collections`; Radicale's own log goes to `folder/radicale.log`.
+    """
+
+    def __init__(
+        self,
+        folder: str | Path,
+        users: Mapping[str, str],
+        *,
+        admins: Iterable[str] = ("admin",),
+        readers: Iterable[str] = ("cas",),
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        auth_delay: float = 0.05,
+        max_connections: int = 32,
+    ) -> None:
+        self.folder = Path(folder).resolve()
+        self.users = dict(users)
+        self.admins = tuple(admins)
+        self.readers = tuple(readers)
+        missing = [u for u in (*self.admins, *self.readers) if u not in self.users]
+        if missing:
+            raise ValueError(f"accounts {missing} have no password in `users`")
+        bad = [u for u in self.users if not u or any(c in u for c in ":'\"*?,/\n")]
+        if bad:
+            raise ValueError(f"user names {bad} contain characters Radicale refuses")
+        self.host = host
+        self._fixed_port = port
+        self.port: int | None = None
+        self.start_timeout = start_timeout
+        self.auth_delay = auth_delay
+        self.max_connections = max_connections
+        self._process: subprocess.Popen[bytes] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The server's base URL, without a trailing slash: `http://127.0.0.1:PORT`."""
+        if self.port is None:
+            raise RadicaleError("Radicale is not started")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        return self.folder / "radicale.log"
+
+    def start(self) -> RadicaleServer:
+        """Start Radicale and wait until it answers HTTP; raise `RadicaleError` if it does not."""
+        if self.running:
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "collections").mkdir(exist_ok=True)
+        self._write_users()
+        self._write_rights()
+        attempts = 1 if self._fixed_port is not None else 3
+        for attempt in range(attempts):
+            self.port = self._fixed_port or _free_port(self.host)
+            self._write_config()
+            self._spawn()
+            try:
+                self._wait_until_answering()
+                return self
+            except RadicaleError:
+                self._reap()
+                if attempt + 1 == attempts or "in use" not in self.log_tail():
+                    raise
+        raise AssertionError("unreachable")
+
+    def stop(self, grace: float = DEFAULT_STOP_GRACE) -> None:
+        """Terminate the process (by PID), kill it after `grace` seconds, and reap it."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(grace)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(grace)
+
+    def __enter__(self) -> RadicaleServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log_tail(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _spawn(self) -> None:
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "radicale", "--config", str(self.folder / "config")],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.folder,
+                env={k: v for k, v in os.environ.items() if k != "RADICALE_CONFIG"},
+            )
+
+    def _reap(self) -> None:
+        self.stop(grace=1.0)
+
+    def _wait_until_answering(self) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RadicaleError(
+                    f"Radicale exited with status {self._process.returncode} during start; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            try:
+                httpx.request("OPTIONS", self.url, timeout=1.0, trust_env=False)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RadicaleError(
+            f"Radicale did not answer at {self.url} within {self.start_timeout}s; "
+            f"log tail:\n{self.log_tail()}"
+        )
+
+    def _write_users(self) -> None:
+        lines = [f"{name}:{password}\n" for name, password in self.users.items()]
+        path = self.folder / "users"
+        path.write_text("".join(lines), encoding="utf-8")
+        path.chmod(0o600)
+
+    def _write_rights(self) -> None:
+        # First matching section wins. Patterns pass through str.format() and configparser
+        # interpolation in Radicale, hence the doubled braces and percent signs.
+        def pattern(name: str) -> str:
+            escaped = re.escape(name).replace("{", "{{").replace("}", "}}")
+            return escaped.replace("%", "%%")
+
+        sections: list[tuple[str, str, str, str]] = []
+        for i, name in enumerate(self.admins):
+            sections.append((f"admin{i}", pattern(name), ".*", "RrWw"))
+        for i, name in enumerate(self.readers):
+            sections.append((f"reader{i}", pattern(name), ".*", "Rr"))
+        sections += [
+            ("root", ".+", "", "R"),
+            ("principal", ".+", "{user}", "RW"),
+            ("calendars", ".+", "{user}/[^/]+", "rw"),
+        ]
+        text = "".join(
+            f"[{section}]\nuser: {user}\ncollection: {collection}\npermissions: {permissions}\n\n"
+            for section, user, collection, permissions in sections
+        )
+        (self.folder / "rights").write_text(text, encoding="utf-8")
+
+    def _write_config(self) -> None:
+        text = f"""[server]
+hosts = {self.host}:{self.port}
+max_connections = {self.max_connections}
+
+[auth]
+type = htpasswd
+htpasswd_filename = {self.folder / "users"}
+htpasswd_encryption = plain
+delay = {self.auth_delay}
+
+[rights]
+type = from_file
+file = {self.folder / "rights"}
+
+[storage]
+filesystem_folder = {self.folder / "collections"}
+
+[web]
+type = none
+
+[logging]
+level = warning
+"""
+        (self.folder / "config").write_text(text, encoding="utf-8")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+# --- seeding over CalDAV -------------------------------------------------------------------
+
+
+async def _request(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: object
+) -> httpx.Response:
+    """One lab request, retried when the server resets the connection (see module docstring)."""
+    for attempt in range(SEED_ATTEMPTS):
+        try:
+            return await client.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ConnectError) as exc:
+            if attempt + 1 == SEED_ATTEMPTS:
+                raise RadicaleError(
+                    f"{method} {url} failed {SEED_ATTEMPTS} times: {exc!r}"
+                ) from exc
+            await asyncio.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def calendar_url_for(base_url: str, address: str, name: str = "calendar") -> str:
+    """`<base>/<address>/<name>/`, the layout the lab and the default sitemap use."""
+    return f"{base_url.rstrip('/')}/{quote(address, safe='@+')}/{quote(name)}/"
+
+
+async def ensure_calendar(
+    client: httpx.AsyncClient,
+    base_url: str,
+    address: str,
+    auth: httpx.Auth | tuple[str, str],
+    name: str = "calendar",
+) -> str:
+    """Create `<address>/` and its calendar `<address>/<name>/` if missing; return its URL."""
+    principal = f"{base_url.rstrip('/')}/{quote(address, safe='@+')}/"
+    response = await _request(client, "MKCOL", principal, auth=auth)
+    if response.status_code not in (201, 405) and not _already_exists(response):
+        raise RadicaleError(
+            f"MKCOL {principal} answered HTTP {response.status_code}: {response.text[:300]}"
+        )
+    url = calendar_url_for(base_url, address, name)
+    response = await _request(client, "MKCALENDAR", url, auth=auth)
+    if response.status_code not in (201, 405) and not _already_exists(response):
+        raise RadicaleError(
+            f"MKCALENDAR {url} answered HTTP {response.status_code}: {response.text[:300]}"
+        )
+    return url
+
+
+def _already_exists(response: httpx.Response) -> bool:
+    """405 (RFC 4918 §9.3.1), or 409 with DAV:resource-must-be-null (Radicale 3)."""
+    if response.status_code == 405:
+        return True
+    return response.status_code == 409 and "resource-must-be-null" in response.text
+
+
+async def put_event(
+    client: httpx.AsyncClient,
+    calendar_url: str,
+    uid: str,
+    ics_text: str,
+    auth: httpx.Auth | tuple[str, str],
+) -> str:
+    """Store `ics_text` as `<calendar>/<uid>.ics` (creating or replacing it); return its URL."""
+    url = f"{calendar_url.rstrip('/')}/{quote(uid, safe='@+-_.')}.ics"
+    response = await _request(
+        client,
+        "PUT",
+        url,
+        content=ics_text.encode("utf-8"),
+        headers={"Content-Type": "text/calendar; charset=utf-8"},
+        auth=auth,
+    )
+    if response.status_code not in (201, 204):
+        raise RadicaleError(
+            f"PUT {url} answered HTTP {response.status_code}: {response.text[:300]}"
+        )
+    return url
+
+
+__all__ = [
+    "RadicaleError",
+    "RadicaleServer",
+    "calendar_url_for",
+    "ensure_calendar",
+    "put_event",
+]
