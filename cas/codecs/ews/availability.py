@@ -1,0 +1,342 @@
+"""The EWS GetUserAvailability operation: request → `AvailabilityRequest`, results → response.
+
+This module owns the wire shape of free/busy questions and answers (reference/protocols.md
+§1.2–1.6, §1.11): how window times are read (naive = wall time in the request's `TimeZone`,
+`Z` or an offset = that instant), which elements each returned view carries, event times written
+as naive wall times in the requester's zone, and per-mailbox errors that stay per mailbox. It
+checks types, not limits (`cas.model.availability.check_limits` does that).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone, tzinfo
+
+from lxml import etree
+
+from cas.codecs.ews.soap import (
+    SoapRequest,
+    child,
+    children,
+    element,
+    m,
+    render_envelope,
+    require,
+    sub,
+    t,
+    text_of,
+)
+from cas.codecs.ews.timezones import (
+    parse_serializable_time_zone,
+    render_zone_rules,
+    zone_for_windows_id,
+)
+from cas.codecs.ews.tzdb import rules_for_year, zone
+from cas.errors import (
+    InvalidFreeBusyViewType,
+    InvalidTimeInterval,
+    InvalidValue,
+    MailboxError,
+)
+from cas.model.availability import (
+    VIEW_CONTENTS,
+    AvailabilityRequest,
+    FreeBusyView,
+    MailboxQuery,
+    view_for,
+)
+from cas.model.freebusy import (
+    BusyType,
+    Event,
+    MailboxData,
+    Window,
+    WorkingHours,
+    events_in_window,
+    merged_free_busy,
+)
+
+DEFAULT_INTERVAL_MINUTES = 30
+# RequestedView is optional in the schema; the EWS Managed API's default is Detailed.
+DEFAULT_VIEW = FreeBusyView.DETAILED
+ATTENDEE_TYPES = ("Organizer", "Required", "Optional", "Room", "Resource")
+_BOOLEAN = {"true": True, "1": True, "false": False, "0": False}
+_INVALID_WINDOW = "The time duration specified for FreeBusyViewOptions.TimeWindow is invalid."
+
+# ---- reading ---------------------------------------------------------------------------------
+
+_DATETIME = re.compile(
+    r"^(-?\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
+    r"(Z|[+-]\d{2}:\d{2})?$"
+)
+
+
+def parse_datetime(text: str, where: str, tz: tzinfo) -> datetime:
+    """An xs:dateTime as an aware UTC datetime; naive values are wall times in `tz`."""
+    match = _DATETIME.match(text.strip())
+    if match is None:
+        raise InvalidValue(f"{where} must be an xs:dateTime, got {text!r}.")
+    year, month, day, hour, minute, second, fraction, zone_text = match.groups()
+    try:
+        next_day = hour == "24" and minute == "00" and second == "00" and not fraction
+        value = datetime(
+            int(year), int(month), int(day), 0 if next_day else int(hour), int(minute),
+            int(second), int((fraction or "0")[:6].ljust(6, "0")),
+        )
+        if next_day:
+            value += timedelta(days=1)
+        if zone_text is None:
+            aware = value.replace(tzinfo=tz)
+        elif zone_text == "Z":
+            aware = value.replace(tzinfo=timezone.utc)
+        else:
+            sign = -1 if zone_text[0] == "-" else 1
+            offset = timedelta(hours=int(zone_text[1:3]), minutes=int(zone_text[4:6]))
+            aware = value.replace(tzinfo=timezone(sign * offset))
+        return aware.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidValue(f"{where} is not a valid date and time ({text!r}): {exc}.") from None
+
+
+def _boolean(text: str | None, where: str, default: bool) -> bool:
+    if text is None or text == "":
+        return default
+    try:
+        return _BOOLEAN[text.lower()]
+    except KeyError:
+        raise InvalidValue(f"{where} must be a boolean (true/false/1/0), got {text!r}.") from None
+
+
+def _request_tz(elem: etree._Element, req: SoapRequest) -> tzinfo:
+    """The body's TimeZone; else the TimeZoneContext header's zone; else UTC."""
+    tz_elem = child(elem, "TimeZone")
+    if tz_elem is not None:
+        return parse_serializable_time_zone(tz_elem)
+    if req.tz_context:
+        context = zone_for_windows_id(req.tz_context)
+        if context is not None:
+            return context
+    return timezone.utc
+
+
+def _mailbox(elem: etree._Element) -> MailboxQuery:
+    email = require(elem, "Email")
+    address = text_of(email, "Address")
+    if not address:
+        raise InvalidValue("MailboxData/Email/Address is missing or empty.")
+    attendee = text_of(elem, "AttendeeType") or "Required"
+    if attendee not in ATTENDEE_TYPES:
+        raise InvalidValue(
+            f"MailboxData/AttendeeType must be one of {', '.join(ATTENDEE_TYPES)}, "
+            f"got {attendee!r}."
+        )
+    return MailboxQuery(
+        address=address,
+        attendee_type=attendee,
+        exclude_conflicts=_boolean(
+            text_of(elem, "ExcludeConflicts"), "MailboxData/ExcludeConflicts", False
+        ),
+        routing_type=text_of(email, "RoutingType") or "SMTP",
+        name=text_of(email, "Name") or None,
+    )
+
+
+_VIEW_BY_CONTENTS = {contents: view for view, contents in VIEW_CONTENTS.items()}
+
+
+def _requested_view(text: str | None) -> FreeBusyView:
+    """RequestedView; the schema makes it a list, so several names combine their contents."""
+    if text is None:
+        return DEFAULT_VIEW
+    names = text.split()
+    merged = events = details = False
+    for name in names:
+        try:
+            view = FreeBusyView(name)
+        except ValueError:
+            allowed = ", ".join(v.value for v in FreeBusyView if v is not FreeBusyView.NONE)
+            raise InvalidValue(
+                f"FreeBusyViewOptions/RequestedView must be one of {allowed}, got {name!r}."
+            ) from None
+        merged, events, details = (
+            merged or view.has_merged, events or view.has_events, details or view.has_details
+        )
+    if not (merged or events):
+        raise InvalidFreeBusyViewType(
+            f"RequestedView {text.strip() or '(empty)'!r} is not valid in a request; ask for "
+            "MergedOnly, FreeBusy, FreeBusyMerged, Detailed or DetailedMerged."
+        )
+    return _VIEW_BY_CONTENTS[(merged, events or details, details)]
+
+
+def _view_options(options: etree._Element, tz: tzinfo) -> tuple[Window, int, FreeBusyView]:
+    window_elem = require(options, "TimeWindow")
+    times = []
+    for name in ("StartTime", "EndTime"):
+        text = text_of(window_elem, name)
+        if text is None:
+            raise InvalidValue(f"FreeBusyViewOptions/TimeWindow has no {name} element.")
+        times.append(parse_datetime(text, f"TimeWindow/{name}", tz))
+    start, end = times
+    if not start < end:
+        raise InvalidTimeInterval(_INVALID_WINDOW)
+    interval_text = text_of(options, "MergedFreeBusyIntervalInMinutes")
+    if interval_text is None or interval_text == "":
+        interval = DEFAULT_INTERVAL_MINUTES
+    else:
+        try:
+            interval = int(interval_text)
+        except ValueError:
+            raise InvalidValue(
+                "FreeBusyViewOptions/MergedFreeBusyIntervalInMinutes must be an integer, "
+                f"got {interval_text!r}."
+            ) from None
+    return Window(start, end), interval, _requested_view(text_of(options, "RequestedView"))
+
+
+def parse_get_user_availability(req: SoapRequest) -> AvailabilityRequest:
+    """The availability question in a GetUserAvailabilityRequest (limits not applied)."""
+    elem = req.element
+    if elem.tag != m("GetUserAvailabilityRequest"):
+        raise InvalidValue(f"Expected m:GetUserAvailabilityRequest, got {elem.tag}.")
+    tz = _request_tz(elem, req)
+    array = child(elem, "MailboxDataArray")
+    if array is None:
+        raise InvalidValue("GetUserAvailabilityRequest has no MailboxDataArray element.")
+    mailboxes = tuple(_mailbox(md) for md in children(array, "MailboxData"))
+    options = child(elem, "FreeBusyViewOptions")
+    if options is None:
+        if child(elem, "SuggestionsViewOptions") is not None:
+            raise InvalidValue("meeting suggestions are not supported")
+        raise InvalidValue("GetUserAvailabilityRequest has no FreeBusyViewOptions element.")
+    window, interval, view = _view_options(options, tz)
+    return AvailabilityRequest(mailboxes, window, interval, view, tz, req.server_version)
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+# Request schema versions whose LegacyFreeBusyType has no WorkingElsewhere (Exchange 2013 added
+# it). No RequestServerVersion header means Exchange2007 in EWS.
+_PRE_2013 = ("Exchange2007", "Exchange2010")
+
+
+def wire_busy_type(busy_type: BusyType, server_version: str | None) -> BusyType:
+    """The busy type a client of `server_version` can read."""
+    if busy_type is BusyType.WORKING_ELSEWHERE and (
+        server_version is None or server_version.startswith(_PRE_2013)
+    ):
+        return BusyType.FREE
+    return busy_type
+
+
+def wall_time(moment: datetime, tz: tzinfo) -> str:
+    """`moment` as a naive xs:dateTime in `tz` (how EWS writes times in the requester's zone)."""
+    return moment.astimezone(tz).replace(tzinfo=None).isoformat(timespec="seconds")
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _render_event(
+    parent: etree._Element, event: Event, request: AvailabilityRequest, details: bool
+) -> None:
+    item = sub(parent, t("CalendarEvent"))
+    sub(item, t("StartTime"), wall_time(event.start, request.tz))
+    sub(item, t("EndTime"), wall_time(event.end, request.tz))
+    sub(item, t("BusyType"), wire_busy_type(event.busy_type, request.server_version).value)
+    if details and event.details is not None:
+        d = event.details
+        info = sub(item, t("CalendarEventDetails"))
+        for name, text in (("ID", d.id), ("Subject", d.subject), ("Location", d.location)):
+            if text is not None:
+                sub(info, t(name), text)
+        for name, flag in (
+            ("IsMeeting", d.is_meeting),
+            ("IsRecurring", d.is_recurring),
+            ("IsException", d.is_exception),
+            ("IsReminderSet", d.is_reminder_set),
+            ("IsPrivate", d.is_private),
+        ):
+            sub(info, t(name), _bool(flag))
+
+
+def _render_working_hours(parent: etree._Element, hours: WorkingHours, window: Window) -> None:
+    try:
+        year = window.start.astimezone(zone(hours.timezone)).year
+        rules = rules_for_year(hours.timezone, year)
+    except ValueError:
+        return  # an unknown zone: no WorkingHours rather than wrong ones
+    elem = sub(parent, t("WorkingHours"))
+    render_zone_rules(elem, rules)
+    periods = sub(elem, t("WorkingPeriodArray"))
+    for period in hours.periods:
+        item = sub(periods, t("WorkingPeriod"))
+        sub(item, t("DayOfWeek"), " ".join(period.days))
+        sub(item, t("StartTimeInMinutes"), str(period.start_minute))
+        sub(item, t("EndTimeInMinutes"), str(period.end_minute))
+
+
+def _render_data(parent: etree._Element, request: AvailabilityRequest, data: MailboxData) -> None:
+    message = sub(parent, m("ResponseMessage"), None, {"ResponseClass": "Success"})
+    sub(message, m("ResponseCode"), "NoError")
+    view = view_for(request.view, data)
+    elem = sub(parent, m("FreeBusyView"))
+    sub(elem, t("FreeBusyViewType"), view.value)
+    if view.has_merged:
+        merged = data.merged
+        if merged is None:
+            merged = merged_free_busy(
+                data.events, request.window, request.interval_minutes, data.coverage
+            )
+        sub(elem, t("MergedFreeBusy"), merged)
+    if view.has_events:
+        array = sub(elem, t("CalendarEventArray"))
+        for event in events_in_window(data.events, request.window):
+            _render_event(array, event, request, view.has_details)
+        if data.working_hours is not None:
+            _render_working_hours(elem, data.working_hours, request.window)
+
+
+def _render_error(parent: etree._Element, error: MailboxError) -> None:
+    message = sub(parent, m("ResponseMessage"), None, {"ResponseClass": "Error"})
+    text = f"{error.message} (site: {error.site})" if error.site else error.message
+    sub(message, m("MessageText"), text)
+    sub(message, m("ResponseCode"), error.code)
+    sub(message, m("DescriptiveLinkKey"), "0")
+    if error.site:
+        details = sub(message, m("MessageXml"))
+        sub(details, t("Value"), error.site, {"Name": "Site"})
+    view = sub(parent, m("FreeBusyView"))
+    sub(view, t("FreeBusyViewType"), FreeBusyView.NONE.value)
+
+
+def render_get_user_availability(
+    request: AvailabilityRequest, results: Sequence[MailboxData | MailboxError]
+) -> bytes:
+    """The GetUserAvailabilityResponse envelope: one FreeBusyResponse per mailbox, in order."""
+    if len(results) != len(request.mailboxes):
+        raise ValueError(
+            f"{len(results)} results for {len(request.mailboxes)} mailboxes; they must pair up"
+        )
+    response = element(m("GetUserAvailabilityResponse"))
+    array = sub(response, m("FreeBusyResponseArray"))
+    for result in results:
+        item = sub(array, m("FreeBusyResponse"))
+        if isinstance(result, MailboxError):
+            _render_error(item, result)
+        else:
+            _render_data(item, request, result)
+    return render_envelope(response)
+
+
+__all__ = [
+    "ATTENDEE_TYPES",
+    "DEFAULT_INTERVAL_MINUTES",
+    "DEFAULT_VIEW",
+    "parse_datetime",
+    "parse_get_user_availability",
+    "render_get_user_availability",
+    "wall_time",
+    "wire_busy_type",
+]
