@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -20,24 +20,11 @@ from cas.auth import BasicAuthenticator
 from cas.backends.base import MailboxBackend
 from cas.endpoints.ews import EwsEndpoint
 from cas.model.availability import Limits
-from cas.model.freebusy import WorkingHours, WorkingPeriod
 from cas.service import AvailabilityService
 from cas.settings import Settings
-from sitemap.model import Mailbox, Sitemap
+from sitemap.model import Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
-
-
-def working_hours_for(sitemap: Sitemap) -> Callable[[Mailbox], WorkingHours]:
-    """The working hours of a mailbox: its own, else its site's, in its own time zone."""
-
-    def of(mailbox: Mailbox) -> WorkingHours:
-        site = sitemap.site(mailbox.site)
-        spec = mailbox.working_hours or site.working_hours
-        zone = mailbox.timezone or site.timezone
-        return WorkingHours(zone, (WorkingPeriod(spec.days, spec.start_minute, spec.end_minute),))
-
-    return of
 
 
 def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
@@ -47,11 +34,7 @@ def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     backends: dict[str, MailboxBackend] = {}
     config = sitemap.site(site)
     if config.caldav is not None:
-        backends["modern"] = CalDavBackend(
-            config.caldav,
-            working_hours=working_hours_for(sitemap),
-            default_tz=config.timezone,
-        )
+        backends["modern"] = CalDavBackend.for_site(config)
     return backends
 
 
@@ -98,7 +81,7 @@ def create_app(
             for backend in chosen.values():
                 await backend.aclose()
 
-    routes = [Route(path, ews_endpoint, methods=["POST"]) for path in EWS_PATHS]
+    routes = [Route(path, ews_endpoint.handle, methods=["POST"]) for path in EWS_PATHS]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.service = service

@@ -67,7 +67,7 @@ class EwsEndpoint:
             "ConvertId": self.convert_id,
         }
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         try:
             requester = self.authenticator.authenticate(request)
             body = await read_body(request, self.max_body_bytes)

@@ -1,0 +1,348 @@
+"""`cas lab`: a whole lab on loopback with embedded defaults, and its manifest.
+
+It makes a cluster CA and node certificates, starts one Radicale per site and seeds it with
+realistic calendars, writes a sitemap for it, starts the nodes (`cas serve` subprocesses) over
+HTTPS, waits until every part answers, writes the manifest (DESIGN.md §3.4) and runs until
+Ctrl-C, SIGTERM or `--duration`. It stops everything it started, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from cas.lab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
+from cas.lab.seed import SeedMailbox, generate_calendar, generate_directory
+from cas.tls import CertPair, issue_cert, make_ca
+
+DOMAIN = "contoso.test"
+SITE_NAMES = ("eu", "us", "ap", "sa", "af", "me", "ca", "oc")
+SITE_ZONES = {
+    "eu": "Europe/Amsterdam", "us": "America/New_York", "ap": "Asia/Tokyo",
+    "sa": "America/Sao_Paulo", "af": "Africa/Johannesburg", "me": "Asia/Dubai",
+    "ca": "America/Toronto", "oc": "Australia/Sydney",
+}  # fmt: skip
+SEED_DAYS_BACK = 7
+SEED_DAYS = 42
+START_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class LabOptions:
+    sites: int = 1
+    nodes_per_site: int = 1
+    mailboxes_per_site: int = 24
+    manifest: str | None = None
+    state_dir: str | None = None
+    duration: float | None = None
+
+
+@dataclass
+class LabSite:
+    name: str
+    radicale: RadicaleServer
+    mailboxes: list[SeedMailbox]
+    node_ports: list[int] = field(default_factory=list)
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"https://127.0.0.1:{port}" for port in self.node_ports]
+
+
+@dataclass(frozen=True)
+class NodeProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+class LabError(Exception):
+    """A part of the lab would not start; the message says which and why."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _write_secret(path: Path, value: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return path
+
+
+class Lab:
+    def __init__(self, options: LabOptions) -> None:
+        if options.sites > len(SITE_NAMES):
+            raise LabError(f"at most {len(SITE_NAMES)} sites, asked for {options.sites}")
+        self.options = options
+        self._temporary = options.state_dir is None
+        self.root = Path(options.state_dir or tempfile.mkdtemp(prefix="cas-lab-")).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.sites: list[LabSite] = []
+        self.nodes: list[NodeProcess] = []
+        self.passwords = {
+            "caldav-admin": secrets.token_urlsafe(12),
+            "caldav-cas": secrets.token_urlsafe(12),
+            "client": secrets.token_urlsafe(12),
+        }
+        self.client_user = "scheduler"
+
+    # --- start ----------------------------------------------------------------------------
+
+    def start(self) -> dict[str, object]:
+        secret_dir = self.root / "secrets"
+        secret_dir.mkdir(exist_ok=True)
+        for name, value in self.passwords.items():
+            _write_secret(secret_dir / name, value)
+        self.ca = make_ca(self.root / "tls")
+        self.node_cert: CertPair = issue_cert(
+            self.ca, self.root / "tls", "node", ["localhost", "127.0.0.1"]
+        )
+        names = list(SITE_NAMES[: self.options.sites])
+        directory = generate_directory(names, self.options.mailboxes_per_site, DOMAIN)
+        for name in names:
+            server = RadicaleServer(
+                self.root / name / "radicale",
+                {"admin": self.passwords["caldav-admin"], "cas": self.passwords["caldav-cas"]},
+                admins=["admin"],
+                readers=["cas"],
+            )
+            site = LabSite(name, server, directory[name])
+            self.sites.append(site)
+            server.start()
+            site.node_ports = [_free_port() for _ in range(self.options.nodes_per_site)]
+        asyncio.run(self._seed_all())
+        self.sitemap_path = self._write_sitemap()
+        for site in self.sites:
+            for index, port in enumerate(site.node_ports):
+                self._start_node(site.name, index, port)
+        self._wait_for_nodes()
+        manifest = self.manifest()
+        if self.options.manifest:
+            path = Path(self.options.manifest)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(path.suffix + ".tmp")
+            tmp.write_text(json.dumps(manifest, indent=2))
+            tmp.replace(path)  # appears whole, once everything answers
+        return manifest
+
+    async def _seed_all(self) -> None:
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        start = today - datetime.timedelta(days=SEED_DAYS_BACK)
+        auth = ("admin", self.passwords["caldav-admin"])
+        gate = asyncio.Semaphore(16)
+        async with httpx.AsyncClient(trust_env=False, timeout=30) as client:
+
+            async def seed(site: LabSite, mailbox: SeedMailbox, n: int) -> None:
+                async with gate:
+                    url = await ensure_calendar(client, site.radicale.url, mailbox.address, auth)
+                    for event in generate_calendar(mailbox, start=start, days=SEED_DAYS, rng_seed=n):
+                        await put_event(client, url, event.uid, event.ics, auth)
+
+            await asyncio.gather(
+                *(
+                    seed(site, mailbox, n)
+                    for site in self.sites
+                    for n, mailbox in enumerate(site.mailboxes)
+                )
+            )
+
+    def _write_sitemap(self) -> Path:
+        secret_dir = self.root / "secrets"
+        document = {
+            "domains": [DOMAIN],
+            "auth": {
+                "users": [
+                    {"username": self.client_user, "password_file": str(secret_dir / "client")}
+                ]
+            },
+            "sites": [
+                {
+                    "name": site.name,
+                    "timezone": SITE_ZONES[site.name],
+                    "nodes": site.nodes,
+                    "caldav": {
+                        "url": site.radicale.url + "/",
+                        "username": "cas",
+                        "password_file": str(secret_dir / "caldav-cas"),
+                    },
+                }
+                for site in self.sites
+            ],
+            "mailboxes": [
+                {
+                    "address": m.address,
+                    "site": site.name,
+                    "kind": "modern",
+                    "display_name": m.display_name,
+                    "timezone": m.timezone,
+                }
+                for site in self.sites
+                for m in site.mailboxes
+            ],
+        }
+        path = self.root / "sitemap.yaml"
+        path.write_text(yaml.safe_dump(document, sort_keys=False))
+        return path
+
+    def _start_node(self, site: str, index: int, port: int) -> None:
+        log_path = self.root / "logs" / f"node-{site}-{index}.log"
+        log_path.parent.mkdir(exist_ok=True)
+        command = [
+            sys.executable, "-m", "cas", "serve",
+            "--config", str(self.sitemap_path), "--site", site,
+            "--host", "127.0.0.1", "--port", str(port),
+            "--tls-cert", str(self.node_cert.cert), "--tls-key", str(self.node_cert.key),
+        ]  # fmt: skip
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.nodes.append(NodeProcess(f"https://127.0.0.1:{port}", process, log_path))
+
+    def _wait_for_nodes(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        with httpx.Client(verify=str(self.ca.cert), trust_env=False, timeout=2) as client:
+            for node in self.nodes:
+                while True:
+                    if node.process.poll() is not None:
+                        raise LabError(
+                            f"node {node.url} exited with status {node.process.returncode}:\n"
+                            + node.log.read_text(errors="replace")[-2000:]
+                        )
+                    try:
+                        if client.get(node.url + "/readyz").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise LabError(f"node {node.url} did not become ready in {START_TIMEOUT:g}s")
+                    time.sleep(0.1)
+
+    # --- describe -------------------------------------------------------------------------
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "domain": DOMAIN,
+            "ca_cert": str(self.ca.cert),
+            "sitemap": str(self.sitemap_path),
+            "client": {"username": self.client_user, "password": self.passwords["client"]},
+            "sites": [
+                {
+                    "name": site.name,
+                    "nodes": site.nodes,
+                    "caldav": {
+                        "url": site.radicale.url + "/",
+                        "username": "admin",
+                        "password": self.passwords["caldav-admin"],
+                    },
+                }
+                for site in self.sites
+            ],
+            "mailboxes": [
+                {
+                    "address": m.address,
+                    "site": site.name,
+                    "kind": "modern",
+                    "display_name": m.display_name,
+                    "timezone": m.timezone,
+                    "calendar_url": f"{site.radicale.url}/{m.address}/calendar/",
+                }
+                for site in self.sites
+                for m in site.mailboxes
+            ],
+        }
+
+    # --- stop -----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.process.send_signal(signal.SIGTERM)
+        for node in self.nodes:
+            try:
+                node.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                node.process.kill()
+                node.process.wait()
+        for site in self.sites:
+            site.radicale.stop()
+        if self._temporary:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _print_summary(manifest: dict[str, object], root: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"cas lab — {manifest['domain']} (state in {root})")
+    table.add_column("site")
+    table.add_column("nodes (EWS at /EWS/Exchange.asmx)")
+    table.add_column("CalDAV")
+    table.add_column("mailboxes", justify="right")
+    mailboxes = manifest["mailboxes"]
+    assert isinstance(mailboxes, list)
+    for site in manifest["sites"]:  # type: ignore[attr-defined]
+        count = sum(1 for m in mailboxes if m["site"] == site["name"])
+        table.add_row(site["name"], "\n".join(site["nodes"]), site["caldav"]["url"], str(count))
+    console.print(table)
+    client = manifest["client"]
+    assert isinstance(client, dict)
+    console.print(f"CA certificate: {manifest['ca_cert']}")
+    console.print(f"client login:   {client['username']} / {client['password']}")
+    console.print(f"e.g. mailbox:   {mailboxes[0]['address']}")
+    console.print("Ctrl-C stops the lab.")
+
+
+def run_lab(options: LabOptions) -> int:
+    lab = Lab(options)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        try:
+            manifest = lab.start()
+        except (LabError, RadicaleError, OSError) as exc:
+            print(f"cas lab: {exc}", file=sys.stderr)
+            return 1
+        _print_summary(manifest, lab.root)
+        if options.manifest:
+            print(f"manifest: {Path(options.manifest).resolve()}")
+        sys.stdout.flush()
+        deadline = None if options.duration is None else time.monotonic() + options.duration
+        while not stop["now"] and (deadline is None or time.monotonic() < deadline):
+            for node in lab.nodes:
+                if node.process.poll() is not None:
+                    print(
+                        f"cas lab: node {node.url} exited (status {node.process.returncode}); "
+                        f"see {node.log}",
+                        file=sys.stderr,
+                    )
+                    return 1
+            time.sleep(0.2)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        lab.stop()
