@@ -49,7 +49,7 @@ class AvailabilityService:
         self, request: AvailabilityRequest, requester: Requester
     ) -> list[MailboxResult]:
         routes = plan_routes(self.sitemap, self.site, request.mailboxes)
-        window = request.window.utc()
+        window = request.window
         gate = asyncio.Semaphore(self.concurrency)
         pending: dict[str, asyncio.Task[MailboxResult]] = {}
         for route in routes:
@@ -113,3 +113,10 @@ class AvailabilityService:
         except BackendFailure as exc:
             log.warning("backend failed for %s: %s", mailbox.address, exc)
             return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site)
+        except Exception:
+            # A bug in an adapter costs its own mailbox, never the whole request.
+            log.exception("unexpected error reading %s", mailbox.address)
+            return MailboxError.of(
+                "ErrorFreeBusyGenerationFailed", "An internal error occurred; it has been logged.",
+                self.site,
+            )

@@ -70,7 +70,11 @@ def _require_aware(value: datetime, name: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """A half-open time range [start, end) in absolute time (aware datetimes)."""
+    """A half-open time range [start, end) in absolute time, kept in UTC.
+
+    Aware datetimes are converted to UTC on construction: Python subtracts two datetimes that
+    share one tzinfo as wall clocks, which gives wrong durations across a DST change.
+    """
 
     start: datetime
     end: datetime
@@ -78,15 +82,14 @@ class Window:
     def __post_init__(self) -> None:
         _require_aware(self.start, "start")
         _require_aware(self.end, "end")
+        object.__setattr__(self, "start", self.start.astimezone(timezone.utc))
+        object.__setattr__(self, "end", self.end.astimezone(timezone.utc))
         if not self.start < self.end:
             raise ValueError(f"window start {self.start} is not before end {self.end}")
 
     @property
     def duration(self) -> timedelta:
         return self.end - self.start
-
-    def utc(self) -> Window:
-        return Window(self.start.astimezone(timezone.utc), self.end.astimezone(timezone.utc))
 
     def overlaps(self, start: datetime, end: datetime) -> bool:
         return start < self.end and end > self.start

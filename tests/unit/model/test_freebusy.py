@@ -133,3 +133,13 @@ def test_merged_string_matches_minute_oracle(events, length, interval) -> None:
         [ev(s, e, b) for s, e, b in events], Window(at(0), at(length)), interval
     )
     assert got == oracle(events, length, interval)
+
+
+def test_window_is_kept_in_utc_so_durations_are_right_across_dst() -> None:
+    from zoneinfo import ZoneInfo
+
+    berlin = ZoneInfo("Europe/Berlin")
+    # 30 March 00:00 to 1 April 00:00 Berlin is 47 hours, not 48 (clocks go forward on the 31st)
+    window = Window(datetime(2024, 3, 30, tzinfo=berlin), datetime(2024, 4, 1, tzinfo=berlin))
+    assert window.duration == timedelta(hours=47)
+    assert window.start.tzinfo is UTC and window.slot_count(60) == 47
