@@ -8,14 +8,21 @@ The full reference of the format is `docs/sitemap.md`; in short::
     domains: [contoso.test]                 # domains served; mailbox addresses must use one
     auth: {anonymous: false, users: [{username: scheduler, password_env: CAS_CLIENT_PASSWORD}]}
     settings: {window_max_days: 62}         # node settings, passed through (str keys)
+    dns: {nameservers: [127.0.0.1], port: 53, timeout_seconds: 2}   # default: the system's
     sites:                                  # required, at least one
       - name: eu                            # [a-z0-9-]+, unique
         timezone: Europe/Amsterdam          # IANA name, default UTC
         nodes: [https://127.0.0.1:8443]     # static node base URLs, default []
+        srv: _cas._tcp.eu.contoso.test      # and/or nodes from DNS SRV, default none
+        node_scheme: https                  # scheme for SRV targets, https or http
+        costs: {us: 10, apac: 50}           # cost to other sites; 0 to itself, 100 if unnamed
         working_hours: {days: [Monday, Friday], start: "08:00", end: "17:00"}
         caldav: {url: http://127.0.0.1:5232/, username: cas, password_env: CAS_EU_CALDAV_PASSWORD,
                  calendar_path: "{address}/calendar/", max_connections: 10,
                  timeout_seconds: 10, verify_tls: true}
+        legacy: {url: http://127.0.0.1:8080/public/, username: fb, password_env: CAS_EU_LEGACY,
+                 timeout_seconds: 10}
+        redis: redis://127.0.0.1:6379/0     # redis://, rediss:// or unix://; no password inside
     mailboxes:                              # inline directory, default []
       - {address: ann@contoso.test, site: eu, kind: modern, legacy_dn: ..., aliases: [...],
          display_name: Ann, timezone: ..., calendar_url: ..., working_hours: {...}}
@@ -23,12 +30,14 @@ The full reference of the format is `docs/sitemap.md`; in short::
                                             # kind, legacy_dn, aliases (;-separated),
                                             # display_name, timezone
 
-Secrets are referenced (`password_env` / `password_file`), never inlined: a `password` key anywhere
-is an error. Defaults are applied here, so every loaded `Mailbox` has its `legacy_dn`, `timezone`
-and `working_hours` filled in. Relative `password_file`, `verify_tls` and `mailboxes_csv` paths are
-taken relative to the YAML file's directory. Top-level keys starting with ``x-`` are ignored, to
-hold YAML anchors (``x-hours: &hours {...}`` then ``working_hours: *hours``). Unquoted times
-such as ``17:00`` stay text (YAML 1.1 base-60 numbers are off), and a repeated key is an error.
+Secrets are referenced (`password_env` / `password_file`), never inlined: a `password` key anywhere,
+or a password inside a URL, is an error. Defaults are applied here, so every loaded `Mailbox` has its
+`legacy_dn`, `timezone` and `working_hours` filled in. Relative `password_file`, `verify_tls` and
+`mailboxes_csv` paths are taken relative to the YAML file's directory. Top-level keys starting with
+``x-`` are ignored, to hold YAML anchors (``x-hours: &hours {...}`` then ``working_hours: *hours``).
+Unquoted times such as ``17:00`` stay text (YAML 1.1 base-60 numbers are off), and a repeated key
+is an error. The checks themselves live in `sitemap._checks` (values), `sitemap._yaml` (reading)
+and `sitemap._sites` (site sections); this module holds the directory and the entry points.
 """
 
 from __future__ import annotations
@@ -36,437 +45,45 @@ from __future__ import annotations
 import csv
 import difflib
 import io
-import re
-import string
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
+from typing import Any
 
-import yaml
-
-from sitemap.model import (
-    CalDavBackendConfig,
-    ClientAuth,
-    ClientUser,
-    Mailbox,
-    SecretRef,
-    Site,
-    Sitemap,
-    WorkingHoursSpec,
+from sitemap._checks import (
+    SECRET_INLINED,
+    TOP,
+    Fields,
+    Invalid,
+    Problem,
+    Report,
+    SitemapError,
+    address_checker,
+    as_domain,
+    as_flag,
+    as_text,
+    as_url,
+    as_zone,
+    describe,
+    entry_label,
+    no_repeats,
+    resolve_path,
 )
+from sitemap._sites import read_dns, read_site, read_working_hours
+from sitemap._yaml import read_yaml
+from sitemap.model import ClientAuth, ClientUser, Mailbox, Site, Sitemap, WorkingHoursSpec
 
 __all__ = ["Problem", "SitemapError", "load_sitemap", "parse_sitemap"]
 
-T = TypeVar("T")
-
-TOP = "(top level)"
-SECRET_INLINED = "secret inlined; use password_env or password_file"
-TOP_FIELDS = ("domains", "auth", "settings", "sites", "mailboxes", "mailboxes_csv")
+TOP_FIELDS = ("domains", "auth", "settings", "dns", "sites", "mailboxes", "mailboxes_csv")
 AUTH_FIELDS = ("anonymous", "users")
 USER_FIELDS = ("username", "password_env", "password_file")
-SITE_FIELDS = ("name", "timezone", "nodes", "working_hours", "caldav")
-HOURS_FIELDS = ("days", "start", "end")
-CALDAV_FIELDS = (
-    "url", "username", "password_env", "password_file", "calendar_path",
-    "max_connections", "timeout_seconds", "verify_tls",
-)  # fmt: skip
 MAILBOX_FIELDS = (
     "address", "site", "kind", "legacy_dn", "aliases", "display_name", "timezone",
     "calendar_url", "working_hours",
 )  # fmt: skip
 CSV_COLUMNS = ("address", "site", "kind", "legacy_dn", "aliases", "display_name", "timezone")
-WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-PLACEHOLDERS = ("address", "local")
-
-_SITE_NAME = re.compile(r"[a-z0-9-]+")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DOMAIN = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
-_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """One thing wrong with a site map: where (file, entry, field) and what."""
-
-    file: str
-    entry: str
-    field: str
-    message: str
-
-    def __str__(self) -> str:
-        return ": ".join([p for p in (self.file, self.entry, self.field) if p] + [self.message])
-
-
-class SitemapError(Exception):
-    """The site map cannot be loaded; `problems` lists every reason found."""
-
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return "\n".join(str(p) for p in self.problems)
-
-
-# --- YAML reading -------------------------------------------------------------------------------
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without base-60 numbers (so `17:00` stays text), noting repeated keys."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self.repeated: list[tuple[str, int, int]] = []
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: set[str] = set()
-        for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                if key_node.value in seen:
-                    mark = key_node.start_mark
-                    self.repeated.append((key_node.value, mark.line + 1, mark.column + 1))
-                seen.add(key_node.value)
-        return super().construct_mapping(node, deep=deep)
-
-
-_INT, _FLOAT = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag not in (_INT, _FLOAT)]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_Loader.add_implicit_resolver(
-    _INT,
-    re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0[0-7_]+|0x[0-9a-fA-F_]+|0b[01_]+)$"),
-    list("-+0123456789"),
-)
-_Loader.add_implicit_resolver(
-    _FLOAT,
-    re.compile(
-        r"^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9_]+)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-    ),
-    list("-+0123456789."),
-)
-
-
-def _read_yaml(text: str, source: str) -> tuple[dict[Any, Any], list[Problem]]:
-    """The top-level mapping and repeated-key problems; raises `SitemapError` if unreadable."""
-    try:
-        loader = _Loader(text)
-    except yaml.reader.ReaderError as exc:
-        line = text.count("\n", 0, exc.position) + 1
-        column = exc.position - text.rfind("\n", 0, exc.position)
-        raise SitemapError(
-            [
-                Problem(
-                    source,
-                    f"line {line}, column {column}",
-                    "",
-                    f"YAML syntax error: character {exc.character:#06x} is not allowed",
-                )
-            ]
-        ) from None
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        mark, context = exc.problem_mark or exc.context_mark, exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = exc.problem or exc.context or "unreadable"
-        if exc.context and context and context is not mark:
-            what += f" ({exc.context} at line {context.line + 1}, column {context.column + 1})"
-        raise SitemapError([Problem(source, where, "", f"YAML syntax error: {what}")]) from None
-    except yaml.YAMLError as exc:
-        raise SitemapError([Problem(source, "", "", f"YAML syntax error: {exc}")]) from None
-    finally:
-        loader.dispose()
-    if data is None:
-        raise SitemapError(
-            [
-                Problem(
-                    source,
-                    "line 1, column 1",
-                    "",
-                    "empty file; expected a mapping with at least 'sites'",
-                )
-            ]
-        )
-    if not isinstance(data, dict):
-        mark = node.start_mark
-        raise SitemapError(
-            [
-                Problem(
-                    source,
-                    f"line {mark.line + 1}, column {mark.column + 1}",
-                    "",
-                    f"expected a mapping at the top level, got {_kind(data)}",
-                )
-            ]
-        )
-    repeated = [
-        Problem(source, f"line {line}, column {col}", key, f"duplicate key '{key}' in one mapping")
-        for key, line, col in loader.repeated
-    ]
-    return data, repeated
-
-
-# --- typed reads of one entry ------------------------------------------------------------------
-
-
-class _Invalid(Exception):
-    """A value has the wrong type or form; the message says what was expected."""
-
-
-class _Report:
-    def __init__(self, file: str) -> None:
-        self.file = file
-        self.problems: list[Problem] = []
-
-    def add(self, entry: str, field: str, message: str, *, file: str | None = None) -> None:
-        self.problems.append(Problem(file or self.file, entry, field, message))
-
-
-class _Fields:
-    """Typed reads of one mapping; each bad value is reported with its entry and field."""
-
-    def __init__(
-        self,
-        report: _Report,
-        entry: str,
-        data: Mapping[Any, Any],
-        allowed: Sequence[str],
-        *,
-        prefix: str = "",
-        file: str | None = None,
-    ) -> None:
-        self.report, self.entry, self.data = report, entry, data
-        self.prefix, self.file = prefix, file
-        for key in data:
-            name = str(key)
-            if name.casefold() == "password":
-                continue  # reported once, wherever it is, by _scan_secrets
-            if not isinstance(key, str) or key not in allowed:
-                hint = difflib.get_close_matches(name, allowed, n=1)
-                more = f" (did you mean '{hint[0]}'?)" if hint else ""
-                self.problem(name, f"unknown field '{name}'{more}")
-
-    def problem(self, key: str, message: str) -> None:
-        self.report.add(self.entry, self.prefix + key, message, file=self.file)
-
-    def get(self, key: str, convert: Callable[[Any], T], *, required: bool = False) -> T | None:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                self.problem(key, "required field missing")
-            return None
-        try:
-            return convert(value)
-        except _Invalid as exc:
-            self.problem(key, str(exc))
-            return None
-
-    def items(self, key: str, convert: Callable[[Any], T]) -> list[tuple[int, T]]:
-        """The converted items of a list field, with their positions; bad items are reported."""
-        value = self.data.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            self.problem(key, f"expected a list, got {_kind(value)}")
-            return []
-        good: list[tuple[int, T]] = []
-        for index, item in enumerate(value):
-            try:
-                good.append((index, convert(item)))
-            except _Invalid as exc:
-                self.problem(f"{key}[{index}]", str(exc))
-        return good
-
-    def sub(self, key: str, allowed: Sequence[str]) -> _Fields | None:
-        value = self.data.get(key)
-        if value is None:
-            return None
-        if not isinstance(value, dict):
-            self.problem(key, f"expected a mapping, got {_kind(value)}")
-            return None
-        return _Fields(
-            self.report, self.entry, value, allowed, prefix=f"{self.prefix}{key}.", file=self.file
-        )
-
-    def secret(self, base_dir: Path, *, required: bool) -> SecretRef | None:
-        env = self.get("password_env", _env_name)
-        file = self.get("password_file", _text)
-        if env is not None and file is not None:
-            self.problem("password_env", "give password_env or password_file, not both")
-        if env is not None:
-            return SecretRef(env=env)
-        if file is not None:
-            return SecretRef(file=_path(file, base_dir))
-        if required and "password_env" not in self.data and "password_file" not in self.data:
-            self.problem("password_env", "required field missing (or give password_file)")
-        return None
-
-
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return f"the flag {str(value).lower()}"
-    if isinstance(value, (int, float)):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the text {value!r}"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise _Invalid(f"expected text, got {_kind(value)}")
-    if not value.strip():
-        raise _Invalid("must not be empty")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_kind(value)}")
-    return value
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Invalid(f"expected a whole number, got {_kind(value)}")
-    if value <= 0:
-        raise _Invalid(f"must be positive, got {value}")
-    return value
-
-
-def _positive_number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _Invalid(f"expected a number, got {_kind(value)}")
-    if not value > 0 or value == float("inf"):
-        raise _Invalid(f"must be positive, got {value}")
-    return float(value)
-
-
-def _env_name(value: Any) -> str:
-    name = _text(value)
-    if not _ENV_NAME.fullmatch(name):
-        raise _Invalid(f"not an environment variable name: {name!r}")
-    return name
-
-
-def _url(value: Any, *, base: bool = True) -> str:
-    link = _text(value)
-    try:
-        parts = urlsplit(link)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise _Invalid(f"not an http(s) URL: {link!r}") from None
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or link != link.strip()
-        or any(c.isspace() for c in link)
-    ):
-        raise _Invalid(f"not an http(s) URL: {link!r}")
-    if base and (parts.query or parts.fragment):
-        raise _Invalid(f"a base URL takes no query or fragment: {link!r}")
-    return link
-
-
-def _zone(value: Any) -> str:
-    name = _text(value)
-    try:
-        ZoneInfo(name)
-    except (KeyError, ValueError, OSError):
-        raise _Invalid(
-            f"unknown time zone {name!r} (expected an IANA name such as Europe/Amsterdam)"
-        ) from None
-    return name
-
-
-def _domain(value: Any) -> str:
-    name = _text(value)
-    if len(name) > 253 or not _DOMAIN.fullmatch(name):
-        raise _Invalid(f"not a domain name: {name!r}")
-    return name
-
-
-def _site_name(value: Any) -> str:
-    name = _text(value)
-    if not _SITE_NAME.fullmatch(name):
-        raise _Invalid(f"site names use only a-z, 0-9 and '-': {name!r}")
-    return name
-
-
-def _weekday(value: Any) -> str:
-    name = _text(value)
-    for day in WEEKDAYS:
-        if day.casefold() == name.strip().casefold():
-            return day
-    raise _Invalid(f"not a weekday name: {name!r} (expected Monday .. Sunday)")
-
-
-def _clock(value: Any, *, end: bool = False) -> int:
-    """Minutes after midnight of an "HH:MM" time; "24:00" is allowed as an end."""
-    if not isinstance(value, str):
-        raise _Invalid(f'expected a time as "HH:MM" text, got {_kind(value)}')
-    match = _CLOCK.fullmatch(value.strip())
-    if match:
-        hours, minutes = int(match[1]), int(match[2])
-        if (hours < 24 and minutes < 60) or (end and hours == 24 and minutes == 0):
-            return hours * 60 + minutes
-    raise _Invalid(f'not a time of day "HH:MM": {value!r}')
-
-
-def _template(value: Any) -> str:
-    path = _text(value)
-    try:
-        fields = list(string.Formatter().parse(path))
-    except ValueError as exc:
-        raise _Invalid(f"bad template {path!r}: {exc}") from None
-    for _, name, spec, conversion in fields:
-        if name is not None and (name not in PLACEHOLDERS or spec or conversion):
-            raise _Invalid(
-                f"unknown placeholder {{{name}}} in {path!r}; only {{address}} and "
-                "{local} are allowed"
-            )
-    return path
-
-
-def _path(value: str, base_dir: Path) -> str:
-    path = Path(value).expanduser()
-    return str(path if path.is_absolute() else base_dir / path)
-
-
-def _checked_address(domains: Iterable[str]) -> Callable[[Any], str]:
-    allowed = {d.casefold() for d in domains}
-
-    def convert(value: Any) -> str:
-        name = _text(value)
-        local, at, host = name.partition("@")
-        if not at or not local or not host or "@" in host or any(c.isspace() for c in name):
-            raise _Invalid(f"not a mail address (local@domain): {name!r}")
-        if allowed and host.casefold() not in allowed:
-            raise _Invalid(f"domain of {name!r} is not in domains ({', '.join(sorted(allowed))})")
-        return name
-
-    return convert
-
-
-def _entry(section: str, index: int, item: object) -> str:
-    """`sites[1] (us)`: a list entry, named by its `name`/`address`/`username` when it has one."""
-    if isinstance(item, dict):
-        for key in ("name", "address", "username"):
-            if isinstance(item.get(key), str):
-                return f"{section}[{index}] ({item[key]})"
-    return f"{section}[{index}]"
 
 
 # --- sections ----------------------------------------------------------------------------------
@@ -482,7 +99,7 @@ class _Context:
     base_dir: Path
 
 
-def _scan_secrets(data: Mapping[Any, Any], report: _Report) -> None:
+def _scan_secrets(data: Mapping[Any, Any], report: Report) -> None:
     """Report every `password` key, at any depth, including unknown and pass-through sections.
 
     A mapping or list shared through YAML anchors is visited once (no loops, no blow-up)."""
@@ -509,55 +126,48 @@ def _scan_secrets(data: Mapping[Any, Any], report: _Report) -> None:
             report.add(TOP, str(key), SECRET_INLINED)
         elif key in ("sites", "mailboxes") and isinstance(value, list):
             for index, item in enumerate(value):
-                walk(item, _entry(key, index, item), "")
+                walk(item, entry_label(key, index, item), "")
         else:
             walk(value, str(key), "")
 
 
-def _entries(report: _Report, top: _Fields, key: str) -> list[tuple[str, dict[Any, Any]]]:
+def _entries(report: Report, top: Fields, key: str) -> list[tuple[str, dict[Any, Any]]]:
     """The mapping items of a top-level list, each with its entry label; others are reported."""
     value = top.data.get(key)
     if value is None:
         return []
     if not isinstance(value, list):
-        top.problem(key, f"expected a list, got {_kind(value)}")
+        top.problem(key, f"expected a list, got {describe(value)}")
         return []
     found = []
     for index, item in enumerate(value):
         if isinstance(item, dict):
-            found.append((_entry(key, index, item), item))
+            found.append((entry_label(key, index, item), item))
         else:
-            report.add(_entry(key, index, item), "", f"expected a mapping, got {_kind(item)}")
+            report.add(
+                entry_label(key, index, item), "", f"expected a mapping, got {describe(item)}"
+            )
     return found
 
 
-def _no_repeats(fields: _Fields, key: str, values: list[tuple[int, str]]) -> None:
-    first: dict[str, int] = {}
-    for index, value in values:
-        folded = value.rstrip("/").casefold()
-        if folded in first:
-            fields.problem(f"{key}[{index}]", f"{value!r} repeats {key}[{first[folded]}]")
-        first.setdefault(folded, index)
-
-
-def _auth(report: _Report, top: _Fields, base_dir: Path) -> ClientAuth:
+def _auth(report: Report, top: Fields, base_dir: Path) -> ClientAuth:
     value = top.data.get("auth")
     if value is None:
         return ClientAuth()
     if not isinstance(value, dict):
-        top.problem("auth", f"expected a mapping, got {_kind(value)}")
+        top.problem("auth", f"expected a mapping, got {describe(value)}")
         return ClientAuth()
-    fields = _Fields(report, "auth", value, AUTH_FIELDS)
-    anonymous = fields.get("anonymous", _flag) or False
+    fields = Fields(report, "auth", value, AUTH_FIELDS)
+    anonymous = fields.get("anonymous", as_flag) or False
     users: list[ClientUser] = []
     names: list[tuple[int, str]] = []
     listed = fields.items("users", lambda item: item)
     for index, item in listed:
         if not isinstance(item, dict):
-            fields.problem(f"users[{index}]", f"expected a mapping, got {_kind(item)}")
+            fields.problem(f"users[{index}]", f"expected a mapping, got {describe(item)}")
             continue
-        user = _Fields(report, "auth", item, USER_FIELDS, prefix=f"users[{index}].")
-        name = user.get("username", _text, required=True)
+        user = Fields(report, "auth", item, USER_FIELDS, prefix=f"users[{index}].")
+        name = user.get("username", as_text, required=True)
         if name is not None and ":" in name:
             user.problem("username", f"a user name cannot contain ':': {name!r}")
         secret = user.secret(base_dir, required=True)
@@ -575,103 +185,30 @@ def _auth(report: _Report, top: _Fields, base_dir: Path) -> ClientAuth:
     return ClientAuth(users=tuple(users), anonymous=anonymous)
 
 
-def _settings(report: _Report, top: _Fields) -> Mapping[str, object]:
+def _settings(report: Report, top: Fields) -> Mapping[str, object]:
     value = top.data.get("settings")
     if value is None:
         return MappingProxyType({})
     if not isinstance(value, dict):
-        top.problem("settings", f"expected a mapping, got {_kind(value)}")
+        top.problem("settings", f"expected a mapping, got {describe(value)}")
         return MappingProxyType({})
     for key in value:
         if not isinstance(key, str):
-            report.add("settings", str(key), f"setting names are text, got {_kind(key)}")
+            report.add("settings", str(key), f"setting names are text, got {describe(key)}")
     return MappingProxyType(dict(value))
 
 
-def _working_hours(parent: _Fields, key: str) -> WorkingHoursSpec | None:
-    fields = parent.sub(key, HOURS_FIELDS)
-    if fields is None:
-        return None
-    before = len(fields.report.problems)
-    default = WorkingHoursSpec()
-    days = fields.items("days", _weekday)
-    if fields.data.get("days") == []:
-        fields.problem("days", "no working days; list at least one")
-    _no_repeats(fields, "days", days)
-    start = fields.get("start", _clock)
-    end = fields.get("end", lambda v: _clock(v, end=True))
-    spec = WorkingHoursSpec(
-        days=tuple(day for _, day in days) if "days" in fields.data else default.days,
-        start_minute=default.start_minute if start is None else start,
-        end_minute=default.end_minute if end is None else end,
-    )
-    if len(fields.report.problems) == before and spec.start_minute >= spec.end_minute:
-        fields.problem("end", "must be later than start")
-    return spec
-
-
-def _caldav(fields: _Fields | None, base_dir: Path) -> CalDavBackendConfig | None:
-    if fields is None:
-        return None
-    default = CalDavBackendConfig(url="")
-    link = fields.get("url", _url, required=True)
-    username = fields.get("username", _text)
-    password = fields.secret(base_dir, required=False)
-    path = fields.get("calendar_path", _template)
-    connections = fields.get("max_connections", _positive_int)
-    timeout = fields.get("timeout_seconds", _positive_number)
-    verify = fields.get("verify_tls", lambda v: _verify_tls(v, base_dir))
-    if link is None:
-        return None
-    return CalDavBackendConfig(
-        url=link,
-        username=username,
-        password=password,
-        calendar_path=default.calendar_path if path is None else path,
-        max_connections=default.max_connections if connections is None else connections,
-        timeout_seconds=default.timeout_seconds if timeout is None else timeout,
-        verify_tls=default.verify_tls if verify is None else verify,
-    )
-
-
-def _verify_tls(value: Any, base_dir: Path) -> bool | str:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip():
-        return _path(value, base_dir)
-    raise _Invalid(f"expected true, false or a CA bundle path, got {_kind(value)}")
-
-
-def _site(report: _Report, entry: str, raw: dict[Any, Any], base_dir: Path) -> Site | None:
-    fields = _Fields(report, entry, raw, SITE_FIELDS)
-    name = fields.get("name", _site_name, required=True)
-    timezone = fields.get("timezone", _zone)
-    nodes = fields.items("nodes", _url)
-    _no_repeats(fields, "nodes", nodes)
-    hours = _working_hours(fields, "working_hours")
-    caldav = _caldav(fields.sub("caldav", CALDAV_FIELDS), base_dir)
-    if name is None:
-        return None
-    return Site(
-        name=name,
-        nodes=tuple(node for _, node in nodes),
-        timezone=timezone or "UTC",
-        caldav=caldav,
-        working_hours=hours or WorkingHoursSpec(),
-    )
-
-
 def _kind_of_mailbox(value: Any) -> str:
-    kind = _text(value)
+    kind = as_text(value)
     if kind not in ("modern", "legacy"):
-        raise _Invalid(f"expected modern or legacy, got {kind!r}")
+        raise Invalid(f"expected modern or legacy, got {kind!r}")
     return kind
 
 
 def _legacy_dn(value: Any) -> str:
-    dn = _text(value)
+    dn = as_text(value)
     if not dn.casefold().startswith("/o="):
-        raise _Invalid(f"a legacy DN starts with '/o=': {dn!r}")
+        raise Invalid(f"a legacy DN starts with '/o=': {dn!r}")
     return dn
 
 
@@ -683,7 +220,7 @@ def _default_dn(ctx: _Context, address: str, site: str) -> str:
 
 
 def _mailbox(
-    report: _Report,
+    report: Report,
     entry: str,
     raw: Mapping[Any, Any],
     ctx: _Context,
@@ -691,20 +228,20 @@ def _mailbox(
     file: str | None = None,
     allowed: Sequence[str] = MAILBOX_FIELDS,
 ) -> Mailbox | None:
-    fields = _Fields(report, entry, raw, allowed, file=file)
-    check = _checked_address(ctx.domains)
+    fields = Fields(report, entry, raw, allowed, file=file)
+    check = address_checker(ctx.domains)
     address = fields.get("address", check, required=True)
-    site_name = fields.get("site", _text, required=True)
+    site_name = fields.get("site", as_text, required=True)
     if site_name is not None and site_name not in ctx.site_names:
         known = ", ".join(ctx.site_names) or "none defined"
         fields.problem("site", f"no site named {site_name!r} (sites: {known})")
     kind = fields.get("kind", _kind_of_mailbox) or "modern"
     legacy_dn = fields.get("legacy_dn", _legacy_dn)
     aliases = fields.items("aliases", check)
-    display_name = fields.get("display_name", _text)
-    timezone = fields.get("timezone", _zone)
-    calendar_url = fields.get("calendar_url", lambda v: _url(v, base=False))
-    hours = _working_hours(fields, "working_hours")
+    display_name = fields.get("display_name", as_text)
+    timezone = fields.get("timezone", as_zone)
+    calendar_url = fields.get("calendar_url", lambda v: as_url(v, base=False))
+    hours = read_working_hours(fields, "working_hours")
     if address is None or site_name is None:
         return None
     site = ctx.sites.get(site_name)
@@ -724,13 +261,13 @@ def _mailbox(
 
 
 def _csv_mailboxes(
-    report: _Report, top: _Fields, ctx: _Context
+    report: Report, top: Fields, ctx: _Context
 ) -> list[tuple[str, str, Mailbox | None]]:
     """(file, entry, mailbox) for each data row of `mailboxes_csv`; problems name the CSV file."""
-    name = top.get("mailboxes_csv", _text)
+    name = top.get("mailboxes_csv", as_text)
     if name is None:
         return []
-    path = Path(_path(name, ctx.base_dir))
+    path = Path(resolve_path(name, ctx.base_dir))
     shown = str(path)
     try:
         rows = list(enumerate(csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig"))), 1))
@@ -777,7 +314,7 @@ def _csv_mailboxes(
     return found
 
 
-def _unique(report: _Report, claims: list[tuple[str, str, str, str, str]]) -> set[tuple[str, str]]:
+def _unique(report: Report, claims: list[tuple[str, str, str, str, str]]) -> set[tuple[str, str]]:
     """Report each (file, entry, field, value, what) whose value an earlier claim already holds
     (ignoring case); the (file, entry) pairs reported."""
     owners: dict[str, tuple[str, str, str]] = {}
@@ -807,25 +344,28 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
     Relative paths (`mailboxes_csv`, `password_file`, `verify_tls`) are taken from `base_dir`,
     by default the directory of `source`.
     """
-    data, repeated = _read_yaml(text, source)
-    report = _Report(source)
+    data, repeated = read_yaml(text, source)
+    report = Report(source)
     report.problems.extend(repeated)
     base = Path(base_dir) if base_dir is not None else Path(source).parent
     _scan_secrets(data, report)
     extensions = tuple(k for k in data if isinstance(k, str) and k.startswith("x-"))
-    top = _Fields(report, TOP, data, TOP_FIELDS + extensions)  # x-...: room for YAML anchors
-    domains = top.items("domains", _domain)
-    _no_repeats(top, "domains", domains)
+    top = Fields(report, TOP, data, TOP_FIELDS + extensions)  # x-...: room for YAML anchors
+    domains = top.items("domains", as_domain)
+    no_repeats(top, "domains", domains)
     auth = _auth(report, top, base)
     settings = _settings(report, top)
+    dns_config = read_dns(report, top)
 
     site_entries = _entries(report, top, "sites")
     if not site_entries and top.data.get("sites") in (None, []):
         top.problem("sites", "required field missing; list at least one site")
+    names_written = (raw.get("name") for _, raw in site_entries)
+    site_names = tuple(dict.fromkeys(n for n in names_written if isinstance(n, str)))
     sites: dict[str, Site] = {}
     written: dict[str, str] = {}
     for entry, raw in site_entries:
-        site = _site(report, entry, raw, base)
+        site = read_site(report, entry, raw, base, site_names)
         name = raw.get("name")
         if isinstance(name, str) and name in written:
             report.add(entry, "name", f"duplicate site name {name!r} (also {written[name]})")
@@ -865,6 +405,7 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
         domains=ctx.domains,
         auth=auth,
         settings=settings,
+        dns=dns_config,
     )
 
 

@@ -7,12 +7,17 @@ can rely on every reference (a mailbox's site, a site's backend) being present a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 MailboxKind = Literal["modern", "legacy"]
+NodeScheme = Literal["http", "https"]
+
+DEFAULT_COST = 100
+"""The cost from one site to another when the first site's `costs` does not name the second."""
 
 
 class SecretUnavailable(Exception):
@@ -61,6 +66,25 @@ class CalDavBackendConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LegacyServerConfig:
+    """A site's old server, asked for legacy mailboxes at `url` (its `/public/` root)."""
+
+    url: str
+    username: str | None = None
+    password: SecretRef | None = None
+    timeout_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """Where SRV names are resolved. No `nameservers`: the system's resolver configuration."""
+
+    nameservers: tuple[str, ...] = ()
+    port: int = 53
+    timeout_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class WorkingHoursSpec:
     """Working days (English weekday names) and minutes after local midnight."""
 
@@ -69,13 +93,37 @@ class WorkingHoursSpec:
     end_minute: int = 17 * 60
 
 
+def _no_costs() -> Mapping[str, int]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
+    """One site. Its nodes are the static `nodes` plus whatever the SRV name `srv` gives now
+    (targets reached with `node_scheme`); `costs` maps other site names to the cost of reaching
+    them from here (see `cost_to`)."""
+
     name: str
     nodes: tuple[str, ...] = ()
     timezone: str = "UTC"
     caldav: CalDavBackendConfig | None = None
     working_hours: WorkingHoursSpec = field(default_factory=WorkingHoursSpec)
+    srv: str | None = None
+    node_scheme: NodeScheme = "https"
+    costs: Mapping[str, int] = field(default_factory=_no_costs, hash=False)
+    legacy: LegacyServerConfig | None = None
+    redis: str | None = None
+
+    @property
+    def has_nodes(self) -> bool:
+        """Whether the site names any node at all (static or through DNS SRV)."""
+        return bool(self.nodes) or self.srv is not None
+
+    def cost_to(self, other: str) -> int:
+        """Cost of reaching site `other` from this one: 0 to itself, else `costs` or 100."""
+        if other == self.name:
+            return 0
+        return self.costs.get(other, DEFAULT_COST)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +167,7 @@ class Sitemap:
     domains: tuple[str, ...] = ()
     auth: ClientAuth = field(default_factory=ClientAuth)
     settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
+    dns: DnsConfig | None = None
     _index: Mapping[str, Mailbox] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

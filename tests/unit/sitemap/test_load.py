@@ -164,6 +164,13 @@ BROKEN = [
     ("syntax_error.yaml", "line 4, column 10", "", "YAML syntax error: expected ',' or ']'"),
     ("empty.yaml", "line 1, column 1", "", "empty file"),
     ("not_mapping.yaml", "line 1, column 1", "", "expected a mapping at the top level, got a list"),
+    ("cost_unknown_site.yaml", SITE0, "costs.asia", "no site named 'asia' (sites: eu, us)"),
+    ("cost_to_self.yaml", SITE0, "costs.eu", "the cost of a site to itself is always 0, got 5"),
+    ("bad_srv_name.yaml", SITE0, "srv", "not a DNS SRV name"),
+    ("bad_redis_url.yaml", SITE0, "redis", "not a Redis URL"),
+    ("secret_in_url.yaml", SITE0, "redis", "secret inlined"),
+    ("bad_legacy_url.yaml", SITE0, "legacy.url", "not an http(s) URL: 'ftp://old.contoso"),
+    ("bad_nameserver.yaml", "dns", "nameservers[0]", "not an IP address: 'localhost'"),
 ]
 
 
@@ -178,7 +185,8 @@ def test_each_broken_file_reports_one_problem_naming_file_entry_and_field(
 
 
 def test_every_kind_of_problem_has_a_fixture() -> None:
-    broken = {p.name for p in DATA.glob("*.yaml")} - {"valid.yaml", "minimal.yaml"}
+    valid = {"valid.yaml", "minimal.yaml", "multisite.yaml"}
+    broken = {p.name for p in DATA.glob("*.yaml")} - valid
     covered = {b[0] for b in BROKEN} | {"many_problems.yaml", "bad_csv.yaml"}
     assert broken == covered
 
@@ -320,7 +328,8 @@ def test_parse_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
 
 def test_the_sitemap_package_never_imports_cas() -> None:
     code = (
-        "import sys, sitemap.load, sitemap.cli, sitemap.model\n"
+        "import sys, sitemap.load, sitemap.cli, sitemap.model, sitemap.replica, sitemap.discovery, "
+        "sitemap.dnsserver\n"
         "bad = [m for m in sys.modules if m == 'cas' or m.startswith('cas.')]\n"
         "assert not bad, bad\n"
     )
