@@ -459,8 +459,10 @@ def test_any_sub_window_sees_exactly_the_overlapping_part_of_the_full_expansion(
 ) -> None:
     texts = ics(*SERIES_FILES)
     full = events_from_calendar(texts, FULL, "Europe/Berlin")
+    # the sub-window must lie inside FULL, or it sees events FULL never expanded
     sub = window(
-        FULL.start + timedelta(minutes=start), FULL.start + timedelta(minutes=start + length)
+        FULL.start + timedelta(minutes=start),
+        min(FULL.start + timedelta(minutes=start + length), FULL.end),
     )
     expected = [e for e in full if sub.overlaps(e.start, e.end)]
     assert events_from_calendar(texts, sub, "Europe/Berlin") == expected
