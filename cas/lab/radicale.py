@@ -1,8 +1,8 @@
 """A real Radicale CalDAV server run as a subprocess on loopback, and helpers to seed it.
 
 `RadicaleServer` writes a config, an htpasswd file (plain text: lab only) and a rights file into
-a folder, starts `python -m radicale` on 127.0.0.1 and a free port, and stops it by PID. The
-rights give each mailbox user its own `<address>/` tree, read-only service accounts (the CAS
+a folder, starts Radicale (through `cas.lab.radicale_main`, which raises its listen backlog) on
+127.0.0.1 and a free port, and stops it by PID. The rights give each mailbox user its own `<address>/` tree, read-only service accounts (the CAS
 nodes) read access to every collection, and admin accounts read/write access to every collection.
 `ensure_calendar` and `put_event` create calendars and store events over plain CalDAV.
 
@@ -152,7 +152,10 @@ class RadicaleServer:
     def _spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "radicale", "--config", str(self.folder / "config")],
+                [
+                    sys.executable, "-m", "cas.lab.radicale_main",
+                    "--config", str(self.folder / "config"),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
