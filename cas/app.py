@@ -1,15 +1,17 @@
 """The app factory: one Starlette app for one node of one site, built from settings.
 
-`create_app(settings, sitemap, site, backends=...)` assembles routes and lifespan in one place.
-Production passes nothing and gets real adapters built from the sitemap; tests inject fakes. The
-lifespan owns the backends' connection pools and closes them on shutdown.
+`create_app(settings, sitemap, site, ...)` assembles routes and lifespan in one place.
+Production passes a sitemap path and gets real adapters built from it (and reloads it when it
+changes or on SIGHUP); tests inject fakes. The lifespan owns connection pools and the reload
+watcher and closes them on shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -17,14 +19,21 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from cas.auth import BasicAuthenticator
+from cas.autodiscover import AutodiscoverService
 from cas.backends.base import MailboxBackend
+from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
 from cas.model.availability import Limits
+from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.service import AvailabilityService
 from cas.settings import Settings
+from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
+AUTODISCOVER_SOAP_PATHS = ("/autodiscover/autodiscover.svc", "/Autodiscover/Autodiscover.svc")
+AUTODISCOVER_POX_PATHS = ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml")
+AUTODISCOVER_JSON_PATH = "/autodiscover/autodiscover.json/v1.0/{address}"
 
 
 def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
@@ -38,29 +47,74 @@ def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     return backends
 
 
+def runtime_builder(
+    settings: Settings, site: str, injected: Mapping[str, MailboxBackend] | None
+) -> Callable[[Sitemap, Runtime | None], Runtime]:
+    """A function that builds one configuration generation from a sitemap.
+
+    Backends are reused from the previous generation while the site's backend configuration
+    is unchanged, and so is the DNS resolver (with its cache) while the `dns` section is.
+    """
+
+    def build(sitemap: Sitemap, previous: Runtime | None) -> Runtime:
+        config = sitemap.site(site)
+        if injected is not None:
+            backends = dict(injected)
+        elif previous is not None and previous.sitemap.site(site).caldav == config.caldav:
+            backends = previous.backends
+        else:
+            backends = default_backends(sitemap, site)
+        if previous is not None and previous.sitemap.dns == sitemap.dns:
+            resolver = previous.autodiscover.nodes.resolver
+        else:
+            resolver = SrvResolver(sitemap.dns)
+        return Runtime(
+            sitemap=sitemap,
+            authenticator=BasicAuthenticator(sitemap.auth),
+            availability=AvailabilityService(
+                sitemap,
+                site,
+                backends=backends,
+                concurrency=settings.backend_concurrency,
+                timeout_seconds=settings.request_timeout_seconds,
+            ),
+            autodiscover=AutodiscoverService(
+                sitemap, SiteNodes(sitemap, resolver, local_site=site)
+            ),
+            backends=backends,
+        )
+
+    return build
+
+
 def create_app(
     settings: Settings,
     sitemap: Sitemap,
     site: str,
     *,
     backends: Mapping[str, MailboxBackend] | None = None,
+    path: str | None = None,
 ) -> Starlette:
+    """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP."""
     sitemap.site(site)  # KeyError for an unknown site, before anything starts
-    chosen = dict(backends) if backends is not None else default_backends(sitemap, site)
-    service = AvailabilityService(
+    holder = RuntimeHolder(
+        runtime_builder(settings, site, backends),
         sitemap,
-        site,
-        backends=chosen,
-        concurrency=settings.backend_concurrency,
-        timeout_seconds=settings.request_timeout_seconds,
+        path=sitemap_path(path),
+        site=site,
+        grace_seconds=settings.request_timeout_seconds + 5,
     )
+
+    def current() -> Runtime:
+        return holder.current
+
     ews_endpoint = EwsEndpoint(
-        service,
-        BasicAuthenticator(sitemap.auth),
+        current,
         limits=Limits(settings.max_mailboxes, settings.window_max_days),
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.timezone.utc).year,
     )
+    autodiscover = AutodiscoverEndpoints(current)
     state = {"ready": False}
 
     async def healthz(request: Request) -> Response:
@@ -73,17 +127,25 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        watcher = None
+        if holder.path is not None:
+            holder.install_sighup()
+            watcher = asyncio.create_task(holder.watch(settings.reload_check_seconds))
         state["ready"] = True
         try:
             yield
         finally:
             state["ready"] = False
-            for backend in chosen.values():
-                await backend.aclose()
+            if watcher is not None:
+                watcher.cancel()
+            await holder.aclose()
 
-    routes = [Route(path, ews_endpoint.handle, methods=["POST"]) for path in EWS_PATHS]
+    routes = [Route(p, ews_endpoint.handle, methods=["POST"]) for p in EWS_PATHS]
+    routes += [Route(p, autodiscover.soap, methods=["POST"]) for p in AUTODISCOVER_SOAP_PATHS]
+    routes += [Route(p, autodiscover.pox, methods=["POST"]) for p in AUTODISCOVER_POX_PATHS]
+    routes += [Route(AUTODISCOVER_JSON_PATH, autodiscover.json, methods=["GET"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     app = Starlette(routes=routes, lifespan=lifespan)
-    app.state.service = service
+    app.state.holder = holder
     app.state.site = site
     return app

@@ -104,7 +104,7 @@ def serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s [site=" + site + "] %(message)s",
     )
     try:
-        app = create_app(settings, sitemap, site)
+        app = create_app(settings, sitemap, site, path=args.config)
     except SecretUnavailable as exc:
         raise UsageError(f"{args.config}: {exc}") from None
     config = uvicorn.Config(

@@ -63,6 +63,12 @@ OPTIONS: tuple[Option, ...] = (
         32,
         "Most backend calls one request runs at once (each backend has its own pool too).",
     ),
+    Option(
+        "reload_check_seconds",
+        _positive_float,
+        2.0,
+        "How often the sitemap file is checked for changes (SIGHUP reloads at once).",
+    ),
     Option("log_level", _log_level, "info", "Logging threshold."),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -291,6 +291,10 @@ class SiteNodes:
         self._sitemap, self._resolver = sitemap, resolver
         self._local = sitemap.site(local_site) if local_site is not None else None
 
+    @property
+    def resolver(self) -> SrvResolver:
+        return self._resolver
+
     async def nodes(self, site: str | Site) -> list[Candidate]:
         """Static nodes first, then SRV nodes in RFC 2782 order; duplicates are kept for the
         replica rule to merge. When DNS fails with no last good answer, the static nodes alone

@@ -15,19 +15,18 @@ from collections.abc import Awaitable, Callable
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from cas.auth import BasicAuthenticator
 from cas.codecs import ews
 from cas.errors import BodyTooLarge, InternalError, RequestFault, Unauthorized, UnknownOperation
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Requester
-from cas.service import AvailabilityService
+from cas.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
 XML = "text/xml; charset=utf-8"
 BODY_READ_TIMEOUT_SECONDS = 30.0
 
-Handler = Callable[[ews.SoapRequest, Requester], Awaitable[bytes]]
+Handler = Callable[[Runtime, ews.SoapRequest, Requester], Awaitable[bytes]]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -49,15 +48,13 @@ async def read_body(request: Request, limit: int) -> bytes:
 class EwsEndpoint:
     def __init__(
         self,
-        service: AvailabilityService,
-        authenticator: BasicAuthenticator,
+        runtime: Callable[[], Runtime],
         *,
         limits: Limits,
         max_body_bytes: int,
         year: Callable[[], int],
     ) -> None:
-        self.service = service
-        self.authenticator = authenticator
+        self.runtime = runtime
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.year = year
@@ -68,8 +65,9 @@ class EwsEndpoint:
         }
 
     async def handle(self, request: Request) -> Response:
+        runtime = self.runtime()  # one configuration generation for the whole request
         try:
-            requester = self.authenticator.authenticate(request)
+            requester = runtime.authenticator.authenticate(request)
             body = await read_body(request, self.max_body_bytes)
             soap = ews.parse_envelope(body)
             handler = self.handlers.get(soap.operation)
@@ -78,10 +76,10 @@ class EwsEndpoint:
                     f"The operation {soap.operation!r} is not supported by this server; "
                     f"supported: {', '.join(self.handlers)}."
                 )
-            return Response(await handler(soap, requester), media_type=XML)
+            return Response(await handler(runtime, soap, requester), media_type=XML)
         except Unauthorized as fault:
             return Response(
-                fault.message, status_code=401, headers=self.authenticator.challenge()
+                fault.message, status_code=401, headers=runtime.authenticator.challenge()
             )
         except RequestFault as fault:
             return self.fault(fault)
@@ -95,16 +93,22 @@ class EwsEndpoint:
     def fault(fault: RequestFault) -> Response:
         return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
 
-    async def get_user_availability(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+    async def get_user_availability(
+        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+    ) -> bytes:
         request = ews.parse_get_user_availability(soap)
         check_limits(request, self.limits)
-        results = await self.service.availability(request, requester)
+        results = await runtime.availability.availability(request, requester)
         return ews.render_get_user_availability(request, results)
 
-    async def get_server_time_zones(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+    async def get_server_time_zones(
+        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+    ) -> bytes:
         return ews.render_get_server_time_zones(
             ews.parse_get_server_time_zones(soap), year=self.year()
         )
 
-    async def convert_id(self, soap: ews.SoapRequest, requester: Requester) -> bytes:
+    async def convert_id(
+        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+    ) -> bytes:
         return ews.render_convert_id(soap)
