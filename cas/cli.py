@@ -30,8 +30,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("lab", help="run a whole lab on loopback with embedded defaults")
-    p.add_argument("--sites", type=int, default=1, help="number of sites (default 1)")
-    p.add_argument("--nodes-per-site", type=int, default=1, help="nodes per site (default 1)")
+    p.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
+    p.add_argument("--nodes-per-site", type=int, default=2, help="nodes per site (default 2)")
     p.add_argument(
         "--mailboxes-per-site", type=int, default=24, help="seeded mailboxes per site (default 24)"
     )

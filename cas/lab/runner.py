@@ -29,6 +29,7 @@ import yaml
 from cas.lab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
 from cas.lab.seed import SeedMailbox, generate_calendar, generate_directory
 from cas.tls import CertPair, issue_cert, make_ca
+from sitemap.dnsserver import DnsResponder
 
 DOMAIN = "contoso.test"
 SITE_NAMES = ("eu", "us", "ap", "sa", "af", "me", "ca", "oc")
@@ -44,8 +45,8 @@ START_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class LabOptions:
-    sites: int = 1
-    nodes_per_site: int = 1
+    sites: int = 3
+    nodes_per_site: int = 2
     mailboxes_per_site: int = 24
     manifest: str | None = None
     state_dir: str | None = None
@@ -62,6 +63,13 @@ class LabSite:
     @property
     def nodes(self) -> list[str]:
         return [f"https://127.0.0.1:{port}" for port in self.node_ports]
+
+    @property
+    def srv(self) -> str:
+        return f"_cas._tcp.{self.name}.{DOMAIN}"
+
+    def node_host(self, index: int) -> str:
+        return f"node-{index}.{self.name}.{DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,7 @@ class Lab:
         self.root.mkdir(parents=True, exist_ok=True)
         self.sites: list[LabSite] = []
         self.nodes: list[NodeProcess] = []
+        self.dns = DnsResponder()
         self.passwords = {
             "caldav-admin": secrets.token_urlsafe(12),
             "caldav-cas": secrets.token_urlsafe(12),
@@ -130,6 +139,7 @@ class Lab:
             server.start()
             site.node_ports = [_free_port() for _ in range(self.options.nodes_per_site)]
         asyncio.run(self._seed_all())
+        self._serve_dns()
         self.sitemap_path = self._write_sitemap()
         for site in self.sites:
             for index, port in enumerate(site.node_ports):
@@ -165,10 +175,29 @@ class Lab:
                 )
             )
 
+    def _serve_dns(self) -> None:
+        """SRV for Autodiscover (any node) and for each site's nodes, A records for targets.
+
+        Ports are the nodes' real ports: `cas lookup` follows them. (exchangelib's own SRV step
+        only takes port-443 records, so point it at a node with `service_endpoint` instead.)
+        """
+        self.dns.start()
+        every: list[tuple[int, int, int, str]] = []
+        for site in self.sites:
+            records = []
+            for index, port in enumerate(site.node_ports):
+                host = site.node_host(index)
+                self.dns.set_a(host, ["127.0.0.1"], ttl=30)
+                records.append((0, 10, port, host + "."))
+            self.dns.set_srv(site.srv, records, ttl=30)
+            every += records
+        self.dns.set_srv(f"_autodiscover._tcp.{DOMAIN}", every, ttl=30)
+
     def _write_sitemap(self) -> Path:
         secret_dir = self.root / "secrets"
         document = {
             "domains": [DOMAIN],
+            "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout_seconds": 1},
             "auth": {
                 "users": [
                     {"username": self.client_user, "password_file": str(secret_dir / "client")}
@@ -178,7 +207,8 @@ class Lab:
                 {
                     "name": site.name,
                     "timezone": SITE_ZONES[site.name],
-                    "nodes": site.nodes,
+                    "srv": site.srv,
+                    "costs": {other.name: 10 for other in self.sites if other is not site},
                     "caldav": {
                         "url": site.radicale.url + "/",
                         "username": "cas",
@@ -240,6 +270,7 @@ class Lab:
     def manifest(self) -> dict[str, object]:
         return {
             "domain": DOMAIN,
+            "dns": {"host": "127.0.0.1", "port": self.dns.port},
             "ca_cert": str(self.ca.cert),
             "sitemap": str(self.sitemap_path),
             "client": {"username": self.client_user, "password": self.passwords["client"]},
@@ -247,6 +278,7 @@ class Lab:
                 {
                     "name": site.name,
                     "nodes": site.nodes,
+                    "srv": site.srv,
                     "caldav": {
                         "url": site.radicale.url + "/",
                         "username": "admin",
@@ -283,6 +315,7 @@ class Lab:
                 node.process.wait()
         for site in self.sites:
             site.radicale.stop()
+        self.dns.stop()
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -305,6 +338,10 @@ def _print_summary(manifest: dict[str, object], root: Path) -> None:
     console.print(table)
     client = manifest["client"]
     assert isinstance(client, dict)
+    dns = manifest["dns"]
+    assert isinstance(dns, dict)
+    console.print(f"DNS (SRV, A):   {dns['host']}:{dns['port']}  "
+                  f"e.g. dig @{dns['host']} -p {dns['port']} _autodiscover._tcp.{manifest['domain']} SRV")
     console.print(f"CA certificate: {manifest['ca_cert']}")
     console.print(f"client login:   {client['username']} / {client['password']}")
     console.print(f"e.g. mailbox:   {mailboxes[0]['address']}")

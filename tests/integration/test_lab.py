@@ -50,10 +50,15 @@ def lab(tmp_path_factory):
         process.wait()
 
 
+def node_of(manifest: dict, address: str) -> str:
+    site = next(m["site"] for m in manifest["mailboxes"] if m["address"] == address)
+    return next(s for s in manifest["sites"] if s["name"] == site)["nodes"][0]
+
+
 def account(manifest: dict, address: str) -> Account:
     close_connections()
     config = Configuration(
-        service_endpoint=manifest["sites"][0]["nodes"][0] + "/EWS/Exchange.asmx",
+        service_endpoint=node_of(manifest, address) + "/EWS/Exchange.asmx",
         credentials=Credentials(manifest["client"]["username"], manifest["client"]["password"]),
         auth_type=BASIC,
     )
@@ -66,23 +71,34 @@ def lookup(manifest, address, start, end, interval=60, view="DetailedMerged"):
     return view
 
 
-def test_manifest_lists_every_part(lab) -> None:
+def test_manifest_lists_every_part_and_dns_publishes_the_nodes(lab) -> None:
+    import dns.resolver
+
     manifest, _ = lab
     assert manifest["domain"] == "contoso.test"
     assert Path(manifest["ca_cert"]).is_file()
-    [site] = manifest["sites"]
-    assert site["nodes"] and all(n.startswith("https://127.0.0.1:") for n in site["nodes"])
-    assert len(manifest["mailboxes"]) == 6
+    sites = {s["name"]: s for s in manifest["sites"]}
+    assert len(sites) == 3  # the contract's default: 3 sites x 2 nodes
+    assert all(len(s["nodes"]) == 2 and all(n.startswith("https://127.0.0.1:") for n in s["nodes"])
+               for s in sites.values())
+    assert len(manifest["mailboxes"]) == 18
     for mailbox in manifest["mailboxes"]:
-        assert mailbox["site"] == "eu" and mailbox["kind"] == "modern"
-        assert mailbox["calendar_url"].startswith(site["caldav"]["url"])
+        assert mailbox["kind"] == "modern"
+        assert mailbox["calendar_url"].startswith(sites[mailbox["site"]]["caldav"]["url"])
+    resolver = dns.resolver.Resolver(configure=False)
+    resolver.nameservers, resolver.port = [manifest["dns"]["host"]], manifest["dns"]["port"]
+    for site in sites.values():
+        ports = sorted(r.port for r in resolver.resolve(site["srv"], "SRV"))
+        assert ports == sorted(urlsplit(n).port for n in site["nodes"])
+    every = sorted(r.port for r in resolver.resolve("_autodiscover._tcp.contoso.test", "SRV"))
+    assert every == sorted(urlsplit(n).port for s in sites.values() for n in s["nodes"])
 
 
 def test_event_written_over_caldav_shows_up_in_the_next_lookup(lab, monkeypatch) -> None:
     manifest, _ = lab
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", manifest["ca_cert"])
-    mailbox = manifest["mailboxes"][1]
-    caldav_site = manifest["sites"][0]["caldav"]
+    mailbox = manifest["mailboxes"][-1]  # the last site's
+    caldav_site = next(s for s in manifest["sites"] if s["name"] == mailbox["site"])["caldav"]
     client = caldav.DAVClient(url=caldav_site["url"], username=caldav_site["username"],
                               password=caldav_site["password"])
     uid = uuid.uuid4().hex
