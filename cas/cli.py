@@ -7,7 +7,6 @@ message each with exit status 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -42,12 +41,41 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
 
 
+def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("lookup", help="ask the cluster when people are free, like a real client")
+    p.add_argument("addresses", nargs="+", metavar="ADDRESS", help="attendees' email addresses")
+    p.add_argument("--start", help="window start, ISO date or date-time (naive: in --tz)")
+    p.add_argument("--end", help="window end, ISO date or date-time (needs --start)")
+    p.add_argument("--days", type=int, help="window length in days (default 1)")
+    p.add_argument("--interval", type=int, default=30, help="slot length in minutes (default 30)")
+    p.add_argument(
+        "--view",
+        default="DetailedMerged",
+        choices=["MergedOnly", "FreeBusy", "FreeBusyMerged", "Detailed", "DetailedMerged"],
+        help="EWS RequestedView (default DetailedMerged)",
+    )
+    p.add_argument("--tz", help="IANA time zone for the window and output (default: local)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="node base URL or EWS URL; skips discovery")
+    where.add_argument(
+        "--autodiscover", action="store_true", help="find EWS via DNS SRV + Autodiscover (default)"
+    )
+    p.add_argument("--dns", metavar="HOST:PORT", help="DNS server for SRV lookups")
+    p.add_argument("--ca", help="PEM CA certificate to verify the servers with")
+    p.add_argument("--user", help="user name for HTTP Basic")
+    p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
+    p.add_argument("--manifest", metavar="LAB.json", help="lab manifest: DNS, CA and credentials")
+    p.add_argument("--json", action="store_true", help="print a JSON document")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP call (default 15)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cas", description="Multi-site availability proxy node")
     parser.add_argument("--version", action="version", version=f"cas {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_serve(sub)
     _add_lab(sub)
+    _add_lookup(sub)
     return parser
 
 
@@ -99,13 +127,13 @@ def serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
 
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s [site=" + site + "] %(message)s",
-    )
+    from cas.app import ConfigurationError
+    from cas.observability import configure_logging
+
+    configure_logging(settings.log_level.upper(), site)
     try:
         app = create_app(settings, sitemap, site, path=args.config)
-    except SecretUnavailable as exc:
+    except (SecretUnavailable, ConfigurationError) as exc:
         raise UsageError(f"{args.config}: {exc}") from None
     config = uvicorn.Config(
         app,
@@ -114,6 +142,7 @@ def serve(args: argparse.Namespace) -> int:
         ssl_certfile=args.tls_cert,
         ssl_keyfile=args.tls_key,
         log_level=settings.log_level,
+        log_config=None,  # our handler, so uvicorn's lines carry the request id too
         access_log=False,
         lifespan="on",
     )
@@ -138,9 +167,19 @@ def lab(args: argparse.Namespace) -> int:
     )
 
 
+def lookup(args: argparse.Namespace) -> int:
+    from cas.lookup import run_lookup
+    from cas.lookup_options import LookupFailed
+
+    try:
+        return run_lookup(args)
+    except LookupFailed as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"serve": serve, "lab": lab}
+    commands = {"serve": serve, "lab": lab, "lookup": lookup}
     try:
         return commands[args.command](args)
     except UsageError as exc:
