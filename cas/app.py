@@ -11,9 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 
+import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
@@ -23,10 +26,13 @@ from cas.autodiscover import AutodiscoverService
 from cas.backends.base import MailboxBackend
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
+from cas.forwarder import Forwarder
 from cas.model.availability import Limits
+from cas.observability import Metrics, RequestIdMiddleware, metrics_endpoint
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.service import AvailabilityService
 from cas.settings import Settings
+from cas.trust import PeerTrust, load_cluster_secret
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Sitemap
 
@@ -47,8 +53,42 @@ def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     return backends
 
 
+class ConfigurationError(Exception):
+    """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
+
+
+def peer_client(settings: Settings) -> httpx.AsyncClient:
+    """The pooled keep-alive client nodes use to reach each other, verifying the cluster CA."""
+    verify: ssl.SSLContext | bool = True
+    if settings.peer_ca_file:
+        try:
+            verify = ssl.create_default_context(cafile=settings.peer_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"peer_ca_file {settings.peer_ca_file}: {exc}") from None
+    return httpx.AsyncClient(
+        verify=verify,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+    )
+
+
+def cluster_secrets(settings: Settings) -> list[bytes]:
+    if not settings.cluster_secret_file:
+        return []
+    try:
+        return load_cluster_secret(settings.cluster_secret_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cluster_secret_file: {exc}") from None
+
+
 def runtime_builder(
-    settings: Settings, site: str, injected: Mapping[str, MailboxBackend] | None
+    settings: Settings,
+    site: str,
+    injected: Mapping[str, MailboxBackend] | None,
+    *,
+    secrets: list[bytes],
+    client: httpx.AsyncClient,
+    metrics: Metrics,
 ) -> Callable[[Sitemap, Runtime | None], Runtime]:
     """A function that builds one configuration generation from a sitemap.
 
@@ -68,6 +108,17 @@ def runtime_builder(
             resolver = previous.autodiscover.nodes.resolver
         else:
             resolver = SrvResolver(sitemap.dns)
+        forwarder = None
+        if secrets:
+            forwarder = Forwarder(
+                site,
+                SiteNodes(sitemap, resolver, local_site=site),
+                client,
+                secrets,
+                metrics=metrics,
+                attempts=settings.forward_attempts,
+                max_response_bytes=settings.max_peer_response_bytes,
+            )
         return Runtime(
             sitemap=sitemap,
             authenticator=BasicAuthenticator(sitemap.auth),
@@ -75,8 +126,10 @@ def runtime_builder(
                 sitemap,
                 site,
                 backends=backends,
+                forwarder=forwarder,
                 concurrency=settings.backend_concurrency,
                 timeout_seconds=settings.request_timeout_seconds,
+                hop_limit=settings.hop_limit,
             ),
             autodiscover=AutodiscoverService(
                 sitemap, SiteNodes(sitemap, resolver, local_site=site)
@@ -97,8 +150,11 @@ def create_app(
 ) -> Starlette:
     """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP."""
     sitemap.site(site)  # KeyError for an unknown site, before anything starts
+    secrets = cluster_secrets(settings)
+    client = peer_client(settings)
+    metrics = Metrics()
     holder = RuntimeHolder(
-        runtime_builder(settings, site, backends),
+        runtime_builder(settings, site, backends, secrets=secrets, client=client, metrics=metrics),
         sitemap,
         path=sitemap_path(path),
         site=site,
@@ -110,6 +166,7 @@ def create_app(
 
     ews_endpoint = EwsEndpoint(
         current,
+        trust=PeerTrust(secrets, site) if secrets else None,
         limits=Limits(settings.max_mailboxes, settings.window_max_days),
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.timezone.utc).year,
@@ -139,13 +196,18 @@ def create_app(
             if watcher is not None:
                 watcher.cancel()
             await holder.aclose()
+            await client.aclose()
 
     routes = [Route(p, ews_endpoint.handle, methods=["POST"]) for p in EWS_PATHS]
     routes += [Route(p, autodiscover.soap, methods=["POST"]) for p in AUTODISCOVER_SOAP_PATHS]
     routes += [Route(p, autodiscover.pox, methods=["POST"]) for p in AUTODISCOVER_POX_PATHS]
     routes += [Route(AUTODISCOVER_JSON_PATH, autodiscover.json, methods=["GET"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    routes += [Route("/metrics", metrics_endpoint(metrics))]
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)]
+    )
+    app.state.metrics = metrics
     app.state.holder = holder
     app.state.site = site
     return app

@@ -1,8 +1,12 @@
 """The availability service: answers one request from the right source for every mailbox.
 
-It plans the routes (`cas.planning`), fetches each distinct mailbox once, all in parallel under
-a per-request concurrency bound and one deadline, and returns one result per requested position:
-`MailboxData` or a `MailboxError`. Nothing here raises for a single mailbox's trouble.
+It plans the routes (`cas.planning`), fetches each distinct local mailbox once, forwards the
+other sites' mailboxes (`cas.forwarder`), all in parallel under a per-request concurrency bound
+and one deadline, and returns one result per requested position: `MailboxData` or a
+`MailboxError`. Nothing here raises for a single mailbox's trouble.
+
+A forwarded request (hop >= hop limit) is answered only for this site's own mailboxes; a mailbox
+of another site gets an error instead of a further hop, so requests can never loop.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from collections.abc import Mapping
 
 from cas.backends.base import MailboxBackend
 from cas.errors import BackendFailure, MailboxError
+from cas.forwarder import ForwardItem, Forwarder
 from cas.model.availability import AvailabilityRequest, MailboxResult
 from cas.model.freebusy import MailboxData, Window
 from cas.model.projection import Requester, project
@@ -27,7 +32,8 @@ class AvailabilityService:
     """Answers availability requests for the mailboxes of `site`.
 
     `backends` maps a mailbox kind (`"modern"`, `"legacy"`) to the backend serving it in this
-    site; a kind without a backend is reported per mailbox, not as a crash.
+    site; a kind without a backend is reported per mailbox, not as a crash. `forwarder`, when
+    given, answers other sites' mailboxes through their nodes.
     """
 
     def __init__(
@@ -36,67 +42,127 @@ class AvailabilityService:
         site: str,
         *,
         backends: Mapping[str, MailboxBackend],
+        forwarder: Forwarder | None = None,
         concurrency: int = 32,
         timeout_seconds: float = 10.0,
+        hop_limit: int = 1,
     ) -> None:
         self.sitemap = sitemap
         self.site = site
         self.backends = dict(backends)
+        self.forwarder = forwarder
         self.concurrency = concurrency
         self.timeout_seconds = timeout_seconds
+        self.hop_limit = hop_limit
 
     async def availability(
-        self, request: AvailabilityRequest, requester: Requester
+        self,
+        request: AvailabilityRequest,
+        requester: Requester,
+        *,
+        hop: int = 0,
+        budget_seconds: float | None = None,
+        request_id: str = "-",
     ) -> list[MailboxResult]:
+        timeout = self.timeout_seconds
+        if budget_seconds is not None:
+            timeout = max(0.0, min(timeout, budget_seconds))
+        deadline = time.monotonic() + timeout
         routes = plan_routes(self.sitemap, self.site, request.mailboxes)
-        window = request.window
         gate = asyncio.Semaphore(self.concurrency)
-        pending: dict[str, asyncio.Task[MailboxResult]] = {}
-        for route in routes:
-            if route.key is not None and route.key not in pending:
-                pending[route.key] = asyncio.create_task(self._answer(route, window, gate))
-        started = time.monotonic()
-        if pending:
-            done, not_done = await asyncio.wait(pending.values(), timeout=self.timeout_seconds)
-            for task in not_done:
-                task.cancel()
-            if not_done:
-                log.warning(
-                    "%d mailbox(es) not answered within %.1fs", len(not_done), self.timeout_seconds
-                )
-        log.debug("answered %d mailboxes in %.3fs", len(pending), time.monotonic() - started)
 
+        local: dict[str, asyncio.Task[MailboxResult]] = {}
+        remote: list[ForwardItem] = []
+        answers: dict[int, MailboxResult] = {}
+        for position, route in enumerate(routes):
+            if route.kind is RouteKind.UNKNOWN:
+                answers[position] = MailboxError.of(
+                    "ErrorMailRecipientNotFound", route.query.address
+                )
+            elif route.kind is RouteKind.REMOTE:
+                refusal = self._refuse_remote(route, hop)
+                if refusal is not None:
+                    answers[position] = refusal
+                else:
+                    assert route.mailbox is not None
+                    remote.append(ForwardItem(position, route.query, route.mailbox))
+            elif route.key not in local:
+                assert route.key is not None
+                local[route.key] = asyncio.create_task(self._answer_local(route, request.window, gate))
+
+        waiting: list[asyncio.Task[object]] = list(local.values())  # type: ignore[arg-type]
+        forwarded: asyncio.Task[dict[int, MailboxResult]] | None = None
+        if remote:
+            assert self.forwarder is not None
+            forwarded = asyncio.create_task(
+                self.forwarder.forward(
+                    remote, request, requester, deadline=deadline, hop=hop, request_id=request_id
+                )
+            )
+            waiting.append(forwarded)  # type: ignore[arg-type]
+        if waiting:
+            _, late = await asyncio.wait(waiting, timeout=max(0.0, deadline - time.monotonic()))
+            for task in late:
+                task.cancel()
+            if late:
+                log.warning("%d task(s) not finished within %.1fs", len(late), timeout)
+
+        if forwarded is not None and forwarded.done() and not forwarded.cancelled():
+            answers.update(forwarded.result())
         results: list[MailboxResult] = []
-        for route in routes:
-            if route.key is None:
-                results.append(MailboxError.of("ErrorMailRecipientNotFound", route.query.address))
-                continue
-            task = pending[route.key]
-            if task.cancelled() or not task.done():
+        for position, route in enumerate(routes):
+            if position in answers:
+                results.append(answers[position])
+            elif route.kind is RouteKind.REMOTE:
+                assert route.mailbox is not None
                 results.append(
                     MailboxError.of(
-                        "ErrorFreeBusyGenerationFailed",
-                        f"The backend did not answer within {self.timeout_seconds:g}s.",
-                        self.site,
+                        "ErrorProxyRequestProcessingFailed",
+                        f"Site {route.mailbox.site!r} did not answer within {timeout:g}s.",
+                        route.mailbox.site,
                     )
                 )
-                continue
-            result = task.result()
-            if isinstance(result, MailboxData) and route.mailbox is not None:
-                result = project(result, requester, route.mailbox.address)
-            results.append(result)
+            else:
+                assert route.key is not None
+                results.append(self._local_result(local[route.key], route, requester, timeout))
         return results
 
-    async def _answer(self, route: Route, window: Window, gate: asyncio.Semaphore) -> MailboxResult:
+    def _refuse_remote(self, route: Route, hop: int) -> MailboxError | None:
         assert route.mailbox is not None
-        mailbox = route.mailbox
-        if route.kind is RouteKind.REMOTE:
+        site = route.mailbox.site
+        if hop >= self.hop_limit:
             return MailboxError.of(
                 "ErrorProxyRequestProcessingFailed",
-                f"Mailbox lives in site {mailbox.site!r}; this node serves {self.site!r} and "
-                "cross-site forwarding is not configured.",
-                mailbox.site,
+                f"Mailbox lives in site {site!r}, not in {self.site!r} which this forwarded "
+                f"request was sent to; the hop limit ({self.hop_limit}) stops it here.",
+                site,
             )
+        if self.forwarder is None:
+            return MailboxError.of(
+                "ErrorProxyRequestProcessingFailed",
+                f"Mailbox lives in site {site!r}; this node serves {self.site!r} and "
+                "cross-site forwarding is not configured (no cluster secret).",
+                site,
+            )
+        return None
+
+    def _local_result(
+        self, task: asyncio.Task[MailboxResult], route: Route, requester: Requester, timeout: float
+    ) -> MailboxResult:
+        if task.cancelled() or not task.done():
+            return MailboxError.of(
+                "ErrorFreeBusyGenerationFailed",
+                f"The backend did not answer within {timeout:g}s.",
+                self.site,
+            )
+        result = task.result()
+        if isinstance(result, MailboxData) and route.mailbox is not None:
+            result = project(result, requester, route.mailbox.address)
+        return result
+
+    async def _answer_local(self, route: Route, window: Window, gate: asyncio.Semaphore) -> MailboxResult:
+        assert route.mailbox is not None
+        mailbox = route.mailbox
         backend = self.backends.get(mailbox.kind)
         if backend is None:
             return MailboxError.of(

@@ -40,6 +40,12 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _path_or_empty(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a file path (or empty), got {value!r}")
+    return value.strip()
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -68,6 +74,31 @@ OPTIONS: tuple[Option, ...] = (
         _positive_float,
         2.0,
         "How often the sitemap file is checked for changes (SIGHUP reloads at once).",
+    ),
+    Option(
+        "cluster_secret_file",
+        _path_or_empty,
+        "",
+        "File with the cluster secret(s) nodes sign forwarded requests with; empty: no forwarding.",
+    ),
+    Option(
+        "peer_ca_file",
+        _path_or_empty,
+        "",
+        "CA bundle that other nodes' certificates are verified against; empty: the system's.",
+    ),
+    Option("hop_limit", _positive_int, 1, "How many node-to-node hops a request may take."),
+    Option(
+        "forward_attempts",
+        _positive_int,
+        3,
+        "Tries per node for transient errors (transport, 503, ErrorServerBusy) before failover.",
+    ),
+    Option(
+        "max_peer_response_bytes",
+        _positive_int,
+        16 * 1024 * 1024,
+        "Largest answer read from another node; a larger one counts as that node failing.",
     ),
     Option("log_level", _log_level, "info", "Logging threshold."),
 )

@@ -11,22 +11,35 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cas.codecs import ews
 from cas.errors import BodyTooLarge, InternalError, RequestFault, Unauthorized, UnknownOperation
+from cas.forwarder import BUDGET_HEADER, FORWARD_HEADER
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Requester
+from cas.observability import adopt, current_request_id
 from cas.runtime import Runtime
+from cas.trust import ForgedRequest, PeerTrust
 
 log = logging.getLogger(__name__)
 
 XML = "text/xml; charset=utf-8"
 BODY_READ_TIMEOUT_SECONDS = 30.0
 
-Handler = Callable[[Runtime, ews.SoapRequest, Requester], Awaitable[bytes]]
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent the request: a client (hop 0) or a node forwarding for a client."""
+
+    requester: Requester
+    hop: int = 0
+    budget_seconds: float | None = None
+
+
+Handler = Callable[[Runtime, ews.SoapRequest, Caller], Awaitable[bytes]]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -50,11 +63,13 @@ class EwsEndpoint:
         self,
         runtime: Callable[[], Runtime],
         *,
+        trust: PeerTrust | None,
         limits: Limits,
         max_body_bytes: int,
         year: Callable[[], int],
     ) -> None:
         self.runtime = runtime
+        self.trust = trust
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.year = year
@@ -66,9 +81,13 @@ class EwsEndpoint:
 
     async def handle(self, request: Request) -> Response:
         runtime = self.runtime()  # one configuration generation for the whole request
+        token = request.headers.get(FORWARD_HEADER)
         try:
-            requester = runtime.authenticator.authenticate(request)
+            if token is None:
+                caller = Caller(runtime.authenticator.authenticate(request))
             body = await read_body(request, self.max_body_bytes)
+            if token is not None:
+                caller = self.verify_peer(token, request, body)
             soap = ews.parse_envelope(body)
             handler = self.handlers.get(soap.operation)
             if handler is None:
@@ -76,7 +95,10 @@ class EwsEndpoint:
                     f"The operation {soap.operation!r} is not supported by this server; "
                     f"supported: {', '.join(self.handlers)}."
                 )
-            return Response(await handler(runtime, soap, requester), media_type=XML)
+            return Response(await handler(runtime, soap, caller), media_type=XML)
+        except ForgedRequest as forged:
+            log.warning("refused a forwarded request: %s", forged.reason)
+            return Response(forged.reason, status_code=forged.http_status)
         except Unauthorized as fault:
             return Response(
                 fault.message, status_code=401, headers=runtime.authenticator.challenge()
@@ -89,26 +111,45 @@ class EwsEndpoint:
             log.exception("unexpected error answering an EWS request")
             return self.fault(InternalError("An internal error occurred; it has been logged."))
 
+    def verify_peer(self, token: str, request: Request, body: bytes) -> Caller:
+        """The caller a node's signed token vouches for, or `ForgedRequest`."""
+        if self.trust is None:
+            raise ForgedRequest("this node accepts no forwarded requests (no cluster secret)", 401)
+        claims = self.trust.verify(token, method="POST", path=request.url.path, body=body)
+        adopt(claims.request_id)
+        budget = request.headers.get(BUDGET_HEADER, "")
+        return Caller(
+            Requester(claims.requester),
+            hop=claims.hop,
+            budget_seconds=int(budget) / 1000 if budget.isdigit() else None,
+        )
+
     @staticmethod
     def fault(fault: RequestFault) -> Response:
         return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
 
     async def get_user_availability(
-        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
     ) -> bytes:
         request = ews.parse_get_user_availability(soap)
         check_limits(request, self.limits)
-        results = await runtime.availability.availability(request, requester)
+        results = await runtime.availability.availability(
+            request,
+            caller.requester,
+            hop=caller.hop,
+            budget_seconds=caller.budget_seconds,
+            request_id=current_request_id() or "-",
+        )
         return ews.render_get_user_availability(request, results)
 
     async def get_server_time_zones(
-        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
     ) -> bytes:
         return ews.render_get_server_time_zones(
             ews.parse_get_server_time_zones(soap), year=self.year()
         )
 
     async def convert_id(
-        self, runtime: Runtime, soap: ews.SoapRequest, requester: Requester
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
     ) -> bytes:
         return ews.render_convert_id(soap)
