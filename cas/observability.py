@@ -193,6 +193,10 @@ def configure_logging(level: int | str, site: str) -> logging.Handler:
     )
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
+    # One line per backend or peer call is debugging detail, not the node's story.
+    chatty = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(chatty)
     return handler
 
 

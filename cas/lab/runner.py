@@ -111,6 +111,7 @@ class Lab:
             "caldav-admin": secrets.token_urlsafe(12),
             "caldav-cas": secrets.token_urlsafe(12),
             "client": secrets.token_urlsafe(12),
+            "cluster": secrets.token_urlsafe(32),  # signs node-to-node requests
         }
         self.client_user = "scheduler"
 
@@ -196,6 +197,10 @@ class Lab:
     def _write_sitemap(self) -> Path:
         secret_dir = self.root / "secrets"
         document = {
+            "settings": {
+                "cluster_secret_file": str(secret_dir / "cluster"),
+                "peer_ca_file": str(self.ca.cert),
+            },
             "domains": [DOMAIN],
             "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout_seconds": 1},
             "auth": {
