@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -128,7 +129,8 @@ def main() -> int:
             table = Table(title="EWS GetUserAvailability, DetailedMerged, cold (no cache), 1 node")
             for column in ("case", "requests", "median ms", "p95 ms", "min ms", "max ms"):
                 table.add_column(column, justify="left" if column == "case" else "right")
-            with httpx.Client(verify=manifest["ca_cert"], auth=auth, trust_env=False, timeout=30) as client:
+            context = ssl.create_default_context(cafile=manifest["ca_cert"])
+            with httpx.Client(verify=context, auth=auth, trust_env=False, timeout=30) as client:
                 for name, boxes, start, end in cases:
                     body = request_body(boxes, start, end)
                     measure(client, url, body, 3, args.max_seconds, len(boxes))  # warm the connection

@@ -282,11 +282,13 @@ class Forwarder:
         }
         target = url.rstrip("/") + EWS_PATH
         try:
-            async with self.client.stream(
-                "POST", target, content=body, headers=headers, timeout=budget
-            ) as response:
-                payload = await self._read(response, url)
-        except httpx.TimeoutException as exc:
+            # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
+            async with asyncio.timeout(budget):
+                async with self.client.stream(
+                    "POST", target, content=body, headers=headers, timeout=budget
+                ) as response:
+                    payload = await self._read(response, url)
+        except (httpx.TimeoutException, TimeoutError) as exc:
             raise PeerFailure(f"no answer within {budget:.2f}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientPeerError(f"{type(exc).__name__}: {exc}") from exc
@@ -301,9 +303,7 @@ class Forwarder:
             return parse_get_user_availability_response(payload, sub)
         except EwsFaultError as fault:
             if fault.code == "ErrorServerBusy":
-                raise TransientPeerError(
-                    "ErrorServerBusy", getattr(fault, "back_off_ms", 0) / 1000
-                ) from fault
+                raise TransientPeerError("ErrorServerBusy", fault.back_off_ms / 1000) from fault
             raise FinalPeerError(f"{fault.code}: {fault.message}") from fault
         except EwsProtocolError as exc:
             raise PeerFailure(f"unreadable answer (HTTP {response.status_code}): {exc}") from exc

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -17,7 +18,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cas.codecs import ews
-from cas.errors import BodyTooLarge, InternalError, RequestFault, Unauthorized, UnknownOperation
+from cas.errors import (
+    BodyTooLarge,
+    InternalError,
+    MailboxError,
+    RequestFault,
+    Unauthorized,
+    UnknownOperation,
+)
 from cas.forwarder import BUDGET_HEADER, FORWARD_HEADER
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Requester
@@ -133,12 +141,19 @@ class EwsEndpoint:
     ) -> bytes:
         request = ews.parse_get_user_availability(soap)
         check_limits(request, self.limits)
+        started = time.monotonic()
         results = await runtime.availability.availability(
             request,
             caller.requester,
             hop=caller.hop,
             budget_seconds=caller.budget_seconds,
             request_id=current_request_id() or "-",
+        )
+        failed = sum(1 for r in results if isinstance(r, MailboxError))
+        log.info(
+            "GetUserAvailability %s: %d mailboxes, %d failed, hop %d, %.0f ms",
+            request.view.value, len(results), failed, caller.hop,
+            (time.monotonic() - started) * 1000,
         )
         return ews.render_get_user_availability(request, results)
 

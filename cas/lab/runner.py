@@ -16,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -253,7 +254,8 @@ class Lab:
 
     def _wait_for_nodes(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
-        with httpx.Client(verify=str(self.ca.cert), trust_env=False, timeout=2) as client:
+        context = ssl.create_default_context(cafile=str(self.ca.cert))
+        with httpx.Client(verify=context, trust_env=False, timeout=2) as client:
             for node in self.nodes:
                 while True:
                     if node.process.poll() is not None:

@@ -31,6 +31,7 @@ from cas.codecs.ews.soap import (
     ERRORS_NS,
     NSMAP,
     SOAP_NS,
+    TYPES_NS,
     child,
     children,
     local_name,
@@ -87,10 +88,11 @@ class EwsProtocolError(EwsClientError):
 class EwsFaultError(EwsClientError):
     """The server refused the whole request with a SOAP fault carrying an EWS `code`."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, back_off_ms: int = 0) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+        self.back_off_ms = back_off_ms  # `BackOffMilliseconds` of an ErrorServerBusy fault
 
 
 def parse_answer_xml(body: bytes, *, error: type[Exception] = EwsProtocolError) -> etree._Element:
@@ -204,7 +206,13 @@ def _fault(fault: etree._Element) -> EwsFaultError:
         code = raw.rpartition(":")[2] or "ErrorInternalServerError"
     if message is None:
         message = (fault.findtext("faultstring") or "").strip()
-    return EwsFaultError(code, message)
+    back_off = 0
+    if detail is not None:
+        for value in detail.iter(f"{{{TYPES_NS}}}Value"):
+            text = (value.text or "").strip()
+            if value.get("Name") == "BackOffMilliseconds" and text.isdigit():
+                back_off = min(int(text), 600_000)
+    return EwsFaultError(code, message, back_off)
 
 
 def _boolean(elem: etree._Element, name: str) -> bool:

@@ -313,3 +313,22 @@ def test_a_soap_fault_raises_its_code_and_message() -> None:
 def test_garbage_is_a_protocol_error_with_a_clear_message(body: bytes, words: str) -> None:
     with pytest.raises(EwsProtocolError, match=words):
         parse_get_user_availability_response(body, ask(UTC, u(2024, 3, 4), u(2024, 3, 5)))
+
+
+def test_server_busy_fault_carries_its_back_off() -> None:
+    from cas.codecs.ews.client import EwsFaultError, parse_get_user_availability_response
+
+    body = (
+        b'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/"><s:Body><s:Fault>'
+        b'<faultcode xmlns:a="http://schemas.microsoft.com/exchange/services/2006/types">a:ErrorServerBusy</faultcode>'
+        b"<faultstring>busy</faultstring><detail>"
+        b'<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">ErrorServerBusy</e:ResponseCode>'
+        b'<t:MessageXml xmlns:t="http://schemas.microsoft.com/exchange/services/2006/types">'
+        b'<t:Value Name="BackOffMilliseconds">1500</t:Value></t:MessageXml>'
+        b"</detail></s:Fault></s:Body></s:Envelope>"
+    )
+    import pytest as _pytest
+
+    with _pytest.raises(EwsFaultError) as info:
+        parse_get_user_availability_response(body, None)  # type: ignore[arg-type]
+    assert (info.value.code, info.value.back_off_ms) == ("ErrorServerBusy", 1500)
