@@ -39,6 +39,12 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--duration", type=float, help="stop by itself after this many seconds (default: Ctrl-C)"
     )
+    p.add_argument(
+        "--backend-delay-ms",
+        type=int,
+        default=0,
+        help="add this round-trip delay between nodes and their CalDAV server (default 0)",
+    )
 
 
 def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -155,6 +161,8 @@ def lab(args: argparse.Namespace) -> int:
 
     if args.sites < 1 or args.nodes_per_site < 1 or args.mailboxes_per_site < 1:
         raise UsageError("--sites, --nodes-per-site and --mailboxes-per-site must be at least 1")
+    if args.backend_delay_ms < 0:
+        raise UsageError("--backend-delay-ms must not be negative")
     return run_lab(
         LabOptions(
             sites=args.sites,
@@ -163,6 +171,7 @@ def lab(args: argparse.Namespace) -> int:
             manifest=args.manifest,
             state_dir=args.state_dir,
             duration=args.duration,
+            backend_delay_ms=args.backend_delay_ms,
         )
     )
 

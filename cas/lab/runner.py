@@ -23,10 +23,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import yaml
 
+from cas.lab.faultproxy import FaultProxy
 from cas.lab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
 from cas.lab.seed import SeedMailbox, generate_calendar, generate_directory
 from cas.tls import CertPair, issue_cert, make_ca
@@ -52,6 +54,7 @@ class LabOptions:
     manifest: str | None = None
     state_dir: str | None = None
     duration: float | None = None
+    backend_delay_ms: int = 0
 
 
 @dataclass
@@ -60,6 +63,14 @@ class LabSite:
     radicale: RadicaleServer
     mailboxes: list[SeedMailbox]
     node_ports: list[int] = field(default_factory=list)
+    backend_proxy: FaultProxy | None = None
+
+    @property
+    def backend_url(self) -> str:
+        """Where nodes reach the CalDAV server: through the delaying proxy when there is one."""
+        if self.backend_proxy is not None:
+            return f"http://127.0.0.1:{self.backend_proxy.port}/"
+        return self.radicale.url + "/"
 
     @property
     def nodes(self) -> list[str]:
@@ -139,6 +150,11 @@ class Lab:
             site = LabSite(name, server, directory[name])
             self.sites.append(site)
             server.start()
+            if self.options.backend_delay_ms > 0:
+                # every node-to-CalDAV round trip pays this delay, like a distant backend
+                site.backend_proxy = FaultProxy("127.0.0.1", int(urlsplit(server.url).port or 0))
+                site.backend_proxy.start()
+                site.backend_proxy.delay(self.options.backend_delay_ms / 1000)
             site.node_ports = [_free_port() for _ in range(self.options.nodes_per_site)]
         asyncio.run(self._seed_all())
         self._serve_dns()
@@ -216,8 +232,9 @@ class Lab:
                     "srv": site.srv,
                     "costs": {other.name: 10 for other in self.sites if other is not site},
                     "caldav": {
-                        "url": site.radicale.url + "/",
+                        "url": site.backend_url,
                         "username": "cas",
+                        "max_connections": 16,
                         "password_file": str(secret_dir / "caldav-cas"),
                     },
                 }
@@ -321,6 +338,8 @@ class Lab:
                 node.process.kill()
                 node.process.wait()
         for site in self.sites:
+            if site.backend_proxy is not None:
+                site.backend_proxy.stop()
             site.radicale.stop()
         self.dns.stop()
         if self._temporary:

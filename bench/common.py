@@ -1,0 +1,125 @@
+"""What the benchmarks share: a lab started as a subprocess, EWS request bodies, timing.
+
+Every loop is bounded in count and in time; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from lxml import etree
+
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+
+
+def request_body(
+    addresses: list[str], start: dt.datetime, end: dt.datetime, view: str = "DetailedMerged"
+) -> bytes:
+    """A GetUserAvailability request in UTC, shaped like exchangelib's."""
+    boxes = "".join(
+        f"<t:MailboxData><t:Email><t:Address>{a}</t:Address></t:Email>"
+        "<t:AttendeeType>Required</t:AttendeeType></t:MailboxData>"
+        for a in addresses
+    )
+    utc_rule = (
+        "<t:Bias>0</t:Bias><t:Time>00:00:00</t:Time><t:DayOrder>1</t:DayOrder>"
+        "<t:Month>1</t:Month><t:DayOfWeek>Sunday</t:DayOfWeek>"
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>'
+        f'<s:Envelope xmlns:s="http://schemas.xmlsoap.org/soap/envelope/" xmlns:m="{M}" xmlns:t="{T}">'
+        '<s:Header><t:RequestServerVersion Version="Exchange2016"/></s:Header>'
+        "<s:Body><m:GetUserAvailabilityRequest>"
+        f"<t:TimeZone><t:Bias>0</t:Bias><t:StandardTime>{utc_rule}</t:StandardTime>"
+        f"<t:DaylightTime>{utc_rule}</t:DaylightTime></t:TimeZone>"
+        f"<m:MailboxDataArray>{boxes}</m:MailboxDataArray>"
+        "<t:FreeBusyViewOptions><t:TimeWindow>"
+        f"<t:StartTime>{start:%Y-%m-%dT%H:%M:%SZ}</t:StartTime>"
+        f"<t:EndTime>{end:%Y-%m-%dT%H:%M:%SZ}</t:EndTime></t:TimeWindow>"
+        "<t:MergedFreeBusyIntervalInMinutes>30</t:MergedFreeBusyIntervalInMinutes>"
+        f"<t:RequestedView>{view}</t:RequestedView></t:FreeBusyViewOptions>"
+        "</m:GetUserAvailabilityRequest></s:Body></s:Envelope>"
+    ).encode()
+
+
+@contextlib.contextmanager
+def running_lab(*args: str, timeout: float = 300) -> Iterator[dict]:
+    """`cas lab ARGS` in a subprocess; yields its manifest; stops it by PID."""
+    with tempfile.TemporaryDirectory(prefix="cas-bench-") as tmp:
+        manifest_path = Path(tmp) / "lab.json"
+        lab = subprocess.Popen(
+            [sys.executable, "-m", "cas", "lab", *args, "--manifest", str(manifest_path),
+             "--duration", "1800"],
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + timeout
+            while not manifest_path.exists():
+                if lab.poll() is not None:
+                    raise SystemExit(f"cas lab exited with status {lab.returncode}")
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"cas lab wrote no manifest within {timeout:g}s")
+                time.sleep(0.2)
+            yield json.loads(manifest_path.read_text())
+        finally:
+            lab.send_signal(signal.SIGTERM)
+            try:
+                lab.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                lab.kill()
+                lab.wait()
+
+
+def client_for(manifest: dict) -> httpx.Client:
+    context = ssl.create_default_context(cafile=manifest["ca_cert"])
+    auth = (manifest["client"]["username"], manifest["client"]["password"])
+    return httpx.Client(verify=context, auth=auth, trust_env=False, timeout=60)
+
+
+def measure(client: httpx.Client, url: str, body: bytes, rounds: int, max_seconds: float,
+            expect: int) -> list[float]:
+    """Milliseconds per request, at most `rounds` requests and about `max_seconds` long.
+
+    Fails loudly unless every answer has `expect` mailboxes answered without error.
+    """
+    timings: list[float] = []
+    stop = time.monotonic() + max_seconds
+    for _ in range(rounds):
+        began = time.perf_counter()
+        response = client.post(url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"})
+        timings.append((time.perf_counter() - began) * 1000)
+        if response.status_code != 200:
+            raise SystemExit(f"lookup failed: HTTP {response.status_code}: {response.text[:300]}")
+        codes = etree.fromstring(response.content).findall(f".//{{{M}}}ResponseCode")
+        ok = sum(1 for c in codes if c.text == "NoError")
+        if ok != expect:
+            raise SystemExit(f"expected {expect} answered mailboxes, got {ok}")
+        if time.monotonic() > stop:
+            break
+    return timings
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def today_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
