@@ -1,3 +1,3 @@
 """Fixtures shared by the whole suite: real components, started once per session."""
 
-pytest_plugins = ["tests.support.radicale"]
+pytest_plugins = ["tests.support.radicale", "tests.support.redis"]
