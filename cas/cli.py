@@ -75,6 +75,20 @@ def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP call (default 15)")
 
 
+def _add_legacy_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "legacy-server", help="run the old-server emulator (/public/?cmd=freebusy) on its own"
+    )
+    p.add_argument("--data", required=True, help="folder of the stored free/busy messages")
+    p.add_argument(
+        "--directory",
+        required=True,
+        help="SMTP address -> legacy DN file (.csv, .json or .yaml; see cas.legacy.directory)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cas", description="Multi-site availability proxy node")
     parser.add_argument("--version", action="version", version=f"cas {__version__}")
@@ -82,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_lab(sub)
     _add_lookup(sub)
+    _add_legacy_server(sub)
     return parser
 
 
@@ -186,9 +201,24 @@ def lookup(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def legacy_server(args: argparse.Namespace) -> int:
+    from cas.legacy.directory import DirectoryFileError
+    from cas.legacy.server import run_legacy_server
+
+    try:
+        return run_legacy_server(args.data, args.directory, args.host, args.port)
+    except (DirectoryFileError, OSError) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"serve": serve, "lab": lab, "lookup": lookup}
+    commands = {
+        "serve": serve,
+        "lab": lab,
+        "lookup": lookup,
+        "legacy-server": legacy_server,
+    }
     try:
         return commands[args.command](args)
     except UsageError as exc:
