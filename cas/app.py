@@ -24,6 +24,10 @@ from starlette.routing import Route
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
 from cas.backends.base import MailboxBackend
+from cas.cache.freshness import CachedBackend, CachePolicy
+from cas.cache.remote import RemoteCache
+from cas.cache.store import CacheStore, open_store
+from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
 from cas.forwarder import Forwarder
@@ -51,6 +55,43 @@ def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     if config.caldav is not None:
         backends["modern"] = CalDavBackend.for_site(config)
     return backends
+
+
+def cache_policy(settings: Settings) -> CachePolicy:
+    return CachePolicy(
+        refresh_seconds=settings.cache_refresh_seconds,
+        query_window_seconds=settings.cache_query_window_seconds,
+        max_stale_seconds=settings.cache_max_stale_seconds,
+        negative_ttl_seconds=settings.cache_negative_seconds,
+        fetch_timeout_seconds=settings.request_timeout_seconds,
+    )
+
+
+def site_store(settings: Settings, sitemap: Sitemap, site: str, metrics: Metrics) -> CacheStore:
+    """The site's Redis, or an in-process store (with a warning) when none is configured."""
+    config = sitemap.site(site)
+    password = config.redis_password.resolve() if config.redis_password is not None else None
+    try:
+        return open_store(
+            config.redis,
+            password=password,
+            timeout_seconds=settings.redis_timeout_seconds,
+            observer=metrics,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"site {site}: redis: {exc}") from None
+
+
+def admin_token(settings: Settings) -> str | None:
+    if not settings.admin_token_file:
+        return None
+    try:
+        token = open(settings.admin_token_file, encoding="utf-8").read().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"admin_token_file: {exc}") from None
+    if len(token) < 16:
+        raise ConfigurationError("admin_token_file: the token must be at least 16 characters")
+    return token
 
 
 class ConfigurationError(Exception):
@@ -89,6 +130,8 @@ def runtime_builder(
     secrets: list[bytes],
     client: httpx.AsyncClient,
     metrics: Metrics,
+    store: CacheStore,
+    cache_injected: bool = False,
 ) -> Callable[[Sitemap, Runtime | None], Runtime]:
     """A function that builds one configuration generation from a sitemap.
 
@@ -98,12 +141,21 @@ def runtime_builder(
 
     def build(sitemap: Sitemap, previous: Runtime | None) -> Runtime:
         config = sitemap.site(site)
+        policy = cache_policy(settings)
         if injected is not None:
             backends = dict(injected)
+            if cache_injected:
+                backends = {
+                    kind: CachedBackend(b, store, site, policy, metrics=metrics)
+                    for kind, b in backends.items()
+                }
         elif previous is not None and previous.sitemap.site(site).caldav == config.caldav:
             backends = previous.backends
         else:
-            backends = default_backends(sitemap, site)
+            backends = {
+                kind: CachedBackend(b, store, site, policy, metrics=metrics)
+                for kind, b in default_backends(sitemap, site).items()
+            }
         if previous is not None and previous.sitemap.dns == sitemap.dns:
             resolver = previous.autodiscover.nodes.resolver
         else:
@@ -127,6 +179,7 @@ def runtime_builder(
                 site,
                 backends=backends,
                 forwarder=forwarder,
+                remote_cache=RemoteCache(store, settings.remote_cache_seconds, metrics=metrics),
                 concurrency=settings.backend_concurrency,
                 timeout_seconds=settings.request_timeout_seconds,
                 hop_limit=settings.hop_limit,
@@ -147,14 +200,25 @@ def create_app(
     *,
     backends: Mapping[str, MailboxBackend] | None = None,
     path: str | None = None,
+    store: CacheStore | None = None,
+    cache_injected_backends: bool = False,
 ) -> Starlette:
-    """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP."""
+    """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP.
+
+    Backends built from the sitemap are cached in the site's store; injected ones (tests) only
+    when `cache_injected_backends` is set. `store` overrides the site's Redis (tests).
+    """
     sitemap.site(site)  # KeyError for an unknown site, before anything starts
     secrets = cluster_secrets(settings)
-    client = peer_client(settings)
+    token = admin_token(settings)
     metrics = Metrics()
+    store = store if store is not None else site_store(settings, sitemap, site, metrics)
+    client = peer_client(settings)
     holder = RuntimeHolder(
-        runtime_builder(settings, site, backends, secrets=secrets, client=client, metrics=metrics),
+        runtime_builder(
+            settings, site, backends, secrets=secrets, client=client, metrics=metrics,
+            store=store, cache_injected=cache_injected_backends,
+        ),
         sitemap,
         path=sitemap_path(path),
         site=site,
@@ -172,6 +236,14 @@ def create_app(
         year=lambda: datetime.datetime.now(datetime.timezone.utc).year,
     )
     autodiscover = AutodiscoverEndpoints(current)
+    api = ApiEndpoints(
+        current,
+        store,
+        site=site,
+        limits=Limits(settings.max_mailboxes, settings.window_max_days),
+        max_body_bytes=settings.max_body_bytes,
+        admin_token=token,
+    )
     state = {"ready": False}
 
     async def healthz(request: Request) -> Response:
@@ -197,11 +269,14 @@ def create_app(
                 watcher.cancel()
             await holder.aclose()
             await client.aclose()
+            await store.aclose()
 
     routes = [Route(p, ews_endpoint.handle, methods=["POST"]) for p in EWS_PATHS]
     routes += [Route(p, autodiscover.soap, methods=["POST"]) for p in AUTODISCOVER_SOAP_PATHS]
     routes += [Route(p, autodiscover.pox, methods=["POST"]) for p in AUTODISCOVER_POX_PATHS]
     routes += [Route(AUTODISCOVER_JSON_PATH, autodiscover.json, methods=["GET"])]
+    routes += [Route("/api/v1/availability", api.availability, methods=["POST"])]
+    routes += [Route("/api/v1/cache/invalidate", api.invalidate, methods=["POST"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Route("/metrics", metrics_endpoint(metrics))]
     app = Starlette(

@@ -113,6 +113,10 @@ class BackendFailure(Exception):
     """A mailbox backend could not produce data (unreachable, bad answer, timeout)."""
 
 
+class CalendarNotFound(BackendFailure):
+    """The backend says the mailbox's calendar does not exist (remembered for a short time)."""
+
+
 # Per-mailbox response codes, with the text used when no better one is known.
 MAILBOX_ERROR_CODES: dict[str, str] = {
     "ErrorMailRecipientNotFound": "No mailbox with such address was found in the directory.",

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from prometheus_client import (
+    Gauge,
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
@@ -254,6 +255,22 @@ class Metrics:
             registry=r,
         )
 
+        self.cache_events = Counter(
+            "cas_cache_events",
+            "Cache outcomes: hit, miss, stale (served stale), revalidated (unchanged ctag), "
+            "changed (ctag moved: dropped), single_flight_wait, remote_hit.",
+            ["event"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "cas_redis_errors", "Failed calls to the site's Redis, by kind.", ["kind"], registry=r
+        )
+        self.redis_breaker = Gauge(
+            "cas_redis_breaker_state",
+            "The Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+            registry=r,
+        )
+
     def observe_forward(self, site: str, seconds: float) -> None:
         self.forward_latency.labels(site=site).observe(seconds)
 
@@ -282,6 +299,16 @@ class Metrics:
         if route not in ROUTES:
             raise ValueError(f"route must be one of {ROUTES}, not {route!r}")
         self.mailboxes.labels(route=route).inc(count)
+
+    # cache and Redis (the store reports through `error` and `breaker`)
+    def cache(self, event: str) -> None:
+        self.cache_events.labels(event=event).inc()
+
+    def error(self, kind: str) -> None:
+        self.redis_errors.labels(kind=kind).inc()
+
+    def breaker(self, state: str) -> None:
+        self.redis_breaker.set({"closed": 0, "half-open": 1, "open": 2}.get(state, 2))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 
 from cas.backends.base import MailboxBackend
+from cas.cache.remote import RemoteCache
 from cas.errors import BackendFailure, MailboxError
 from cas.forwarder import ForwardItem, Forwarder
 from cas.model.availability import AvailabilityRequest, MailboxResult
@@ -43,6 +44,7 @@ class AvailabilityService:
         *,
         backends: Mapping[str, MailboxBackend],
         forwarder: Forwarder | None = None,
+        remote_cache: RemoteCache | None = None,
         concurrency: int = 32,
         timeout_seconds: float = 10.0,
         hop_limit: int = 1,
@@ -51,6 +53,7 @@ class AvailabilityService:
         self.site = site
         self.backends = dict(backends)
         self.forwarder = forwarder
+        self.remote_cache = remote_cache
         self.concurrency = concurrency
         self.timeout_seconds = timeout_seconds
         self.hop_limit = hop_limit
@@ -93,11 +96,8 @@ class AvailabilityService:
         waiting: list[asyncio.Task[object]] = list(local.values())  # type: ignore[arg-type]
         forwarded: asyncio.Task[dict[int, MailboxResult]] | None = None
         if remote:
-            assert self.forwarder is not None
             forwarded = asyncio.create_task(
-                self.forwarder.forward(
-                    remote, request, requester, deadline=deadline, hop=hop, request_id=request_id
-                )
+                self._forward(remote, request, requester, deadline, hop, request_id)
             )
             waiting.append(forwarded)  # type: ignore[arg-type]
         if waiting:
@@ -126,6 +126,33 @@ class AvailabilityService:
                 assert route.key is not None
                 results.append(self._local_result(local[route.key], route, requester, timeout))
         return results
+
+    async def _forward(
+        self,
+        items: list[ForwardItem],
+        request: AvailabilityRequest,
+        requester: Requester,
+        deadline: float,
+        hop: int,
+        request_id: str,
+    ) -> dict[int, MailboxResult]:
+        """Other sites' answers: the entry node's recent copies first, the rest forwarded."""
+        assert self.forwarder is not None
+        answers: dict[int, MailboxResult] = {}
+        if self.remote_cache is not None:
+            copies = await self.remote_cache.get([i.mailbox for i in items], request, requester)
+            answers = {i.position: c for i, c in zip(items, copies) if c is not None}
+            items = [i for i in items if i.position not in answers]
+        if items:
+            fresh = await self.forwarder.forward(
+                items, request, requester, deadline=deadline, hop=hop, request_id=request_id
+            )
+            answers.update(fresh)
+            if self.remote_cache is not None:
+                await self.remote_cache.put(
+                    [i.mailbox for i in items], [fresh[i.position] for i in items], request, requester
+                )
+        return answers
 
     def _refuse_remote(self, route: Route, hop: int) -> MailboxError | None:
         assert route.mailbox is not None

@@ -40,6 +40,15 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number, got a boolean")
+    number = float(value)
+    if number < 0:
+        raise ValueError(f"must not be negative, got {number}")
+    return number
+
+
 def _path_or_empty(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected a file path (or empty), got {value!r}")
@@ -99,6 +108,48 @@ OPTIONS: tuple[Option, ...] = (
         _positive_int,
         16 * 1024 * 1024,
         "Largest answer read from another node; a larger one counts as that node failing.",
+    ),
+    Option(
+        "cache_refresh_seconds",
+        _positive_float,
+        900.0,
+        "Cached data younger than this is served without asking the backend (refresh interval).",
+    ),
+    Option(
+        "cache_query_window_seconds",
+        _positive_float,
+        2.0,
+        "How long to wait for a backend before serving stale cached data instead.",
+    ),
+    Option(
+        "cache_max_stale_seconds",
+        _positive_float,
+        86400.0,
+        "Oldest cached data that may still be served (marked stale) when a backend is slow or down.",
+    ),
+    Option(
+        "cache_negative_seconds",
+        _positive_float,
+        60.0,
+        "How long a calendar the backend says does not exist is remembered as missing.",
+    ),
+    Option(
+        "remote_cache_seconds",
+        _non_negative_float,
+        60.0,
+        "How long the entry node keeps other sites' answers; 0 disables.",
+    ),
+    Option(
+        "redis_timeout_seconds",
+        _positive_float,
+        0.25,
+        "Bound on every Redis call; past it the cache counts as unavailable.",
+    ),
+    Option(
+        "admin_token_file",
+        _path_or_empty,
+        "",
+        "File with the bearer token of the admin API (cache invalidation); empty: no admin API.",
     ),
     Option("log_level", _log_level, "info", "Logging threshold."),
 )

@@ -28,6 +28,7 @@ SECRET_INLINED = "secret inlined; use password_env or password_file"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 PLACEHOLDERS = ("address", "local")
 REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_MULTI_SCHEMES = ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster")
 
 _SITE_NAME = re.compile(r"[a-z0-9-]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -281,10 +282,37 @@ def as_ip(value: Any) -> str:
         raise Invalid(f"not an IP address: {name!r}") from None
 
 
+def _as_multi_host_redis_url(link: str, scheme: str) -> str:
+    """`redis+sentinel://h:p,h:p/service[/db]` or `redis+cluster://h:p[,h:p]` (and rediss+)."""
+    rest = link[len(scheme) + 3 :]
+    netloc, _, path = rest.partition("/")
+    if "@" in netloc:
+        raise Invalid(f"{SECRET_INLINED} (credentials are written in the URL)")
+    hosts = netloc.split(",")
+    for host in hosts:
+        name, sep, port = host.rpartition(":")
+        if not sep or not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise Invalid(f"a {scheme} URL lists host:port pairs separated by commas: {link!r}")
+    parts = [p for p in path.split("/") if p]
+    if scheme.endswith("sentinel"):
+        if not parts or len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
+            raise Invalid(f"a Sentinel URL ends with /<service name>[/<db>]: {link!r}")
+    elif parts:
+        raise Invalid(f"a Cluster URL has no path (Cluster has no databases): {link!r}")
+    return link
+
+
 def as_redis_url(value: Any) -> str:
-    """`redis://host[:port][/db]`, `rediss://...` (TLS) or `unix:///path/to/socket[?db=N]`."""
+    """`redis://host[:port][/db]`, `rediss://...` (TLS), `unix:///path/to/socket[?db=N]`,
+    `redis+sentinel://h:p,h:p/service[/db]` or `redis+cluster://h:p[,h:p]`."""
     link = as_text(value)
-    bad = Invalid(f"not a Redis URL (redis://, rediss:// or unix://): {link!r}")
+    scheme = link.partition("://")[0]
+    if scheme in REDIS_MULTI_SCHEMES:
+        return _as_multi_host_redis_url(link, scheme)
+    bad = Invalid(
+        f"not a Redis URL (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://): "
+        f"{link!r}"
+    )
     try:
         parts = urlsplit(link)
         parts.port  # noqa: B018 - raises ValueError on a bad port

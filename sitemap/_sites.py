@@ -38,6 +38,7 @@ from sitemap.model import (
     CalDavBackendConfig,
     DnsConfig,
     LegacyServerConfig,
+    SecretRef,
     Site,
     WorkingHoursSpec,
 )
@@ -52,6 +53,7 @@ CALDAV_FIELDS = (
     "max_connections", "timeout_seconds", "verify_tls",
 )  # fmt: skip
 LEGACY_FIELDS = ("url", "username", "password_env", "password_file", "timeout_seconds")
+REDIS_FIELDS = ("url", "password_env", "password_file")
 DNS_FIELDS = ("nameservers", "port", "timeout_seconds")
 NODE_SCHEMES = ("https", "http")
 
@@ -163,6 +165,16 @@ def _costs(fields: Fields, own: str | None, site_names: Sequence[str]) -> Mappin
     return MappingProxyType(costs)
 
 
+def _redis(fields: Fields, raw: Any, base_dir: Path) -> tuple[str | None, SecretRef | None]:
+    """`redis: URL` or `redis: {url: URL, password_env|password_file: ...}`."""
+    if isinstance(raw, dict):
+        sub = fields.sub("redis", REDIS_FIELDS)
+        if sub is None:
+            return None, None
+        return sub.get("url", as_redis_url, required=True), sub.secret(base_dir, required=False)
+    return fields.get("redis", as_redis_url), None
+
+
 def read_site(
     report: Report, entry: str, raw: dict[Any, Any], base_dir: Path, site_names: Sequence[str]
 ) -> Site | None:
@@ -179,7 +191,7 @@ def read_site(
     hours = read_working_hours(fields, "working_hours")
     caldav = _caldav(fields.sub("caldav", CALDAV_FIELDS), base_dir)
     legacy = _legacy(fields.sub("legacy", LEGACY_FIELDS), base_dir)
-    redis = fields.get("redis", as_redis_url)
+    redis, redis_password = _redis(fields, raw.get("redis"), base_dir)
     if name is None:
         return None
     return Site(
@@ -193,6 +205,7 @@ def read_site(
         costs=costs,
         legacy=legacy,
         redis=redis,
+        redis_password=redis_password,
     )
 
 

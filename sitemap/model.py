@@ -113,6 +113,7 @@ class Site:
     costs: Mapping[str, int] = field(default_factory=_no_costs, hash=False)
     legacy: LegacyServerConfig | None = None
     redis: str | None = None
+    redis_password: SecretRef | None = None
 
     @property
     def has_nodes(self) -> bool:

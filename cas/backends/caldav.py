@@ -27,8 +27,13 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
-from cas.backends.ical import CalendarDataError, events_from_calendar, parse_multistatus
-from cas.errors import BackendFailure
+from cas.backends.ical import (
+    CalendarDataError,
+    events_from_calendar,
+    parse_ctag,
+    parse_multistatus,
+)
+from cas.errors import BackendFailure, CalendarNotFound
 from cas.model.freebusy import (
     MailboxData,
     Window,
@@ -52,6 +57,13 @@ _STATUS_MESSAGES: dict[int, str] = {
     403: "backend refused credentials (HTTP 403) at {url}",
     404: "calendar not found at {url}",
 }
+
+
+CTAG_PROPFIND = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
+    b"<D:prop><CS:getctag/><D:sync-token/></D:prop></D:propfind>"
+)
 
 
 def render_calendar_query(window: Window) -> bytes:
@@ -163,11 +175,7 @@ class CalDavBackend:
                         headers={"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'},
                         auth=self._auth(),
                     )
-                if response.status_code != 207:
-                    template = _STATUS_MESSAGES.get(
-                        response.status_code, "unexpected HTTP {status} (expected 207) from {url}"
-                    )
-                    raise BackendFailure(template.format(url=url, status=response.status_code))
+                self._expect_207(response, url)
                 objects = parse_multistatus(response.content)
         with self._edge(url):
             events = events_from_calendar(objects, window, mailbox.timezone or self.default_tz)
@@ -176,6 +184,36 @@ class CalDavBackend:
             except ValueError as exc:
                 raise BackendFailure(f"invalid working hours for {mailbox.address}: {exc}") from exc
         return MailboxData(events=tuple(events), working_hours=hours)
+
+    async def ctag(self, mailbox: Mailbox) -> str | None:
+        """The calendar's change tag (CalendarServer `getctag`, else WebDAV `sync-token`).
+
+        One small PROPFIND: when it equals the tag a cached copy was read under, the calendar
+        has not changed. None when the server offers neither.
+        """
+        url = self.calendar_url(mailbox)
+        async with self._gate:
+            with self._edge(url):
+                async with asyncio.timeout(self.config.timeout_seconds):
+                    response = await self._client.request(
+                        "PROPFIND",
+                        url,
+                        content=CTAG_PROPFIND,
+                        headers={"Depth": "0", "Content-Type": 'application/xml; charset="utf-8"'},
+                        auth=self._auth(),
+                    )
+                self._expect_207(response, url)
+                return parse_ctag(response.content)
+
+    @staticmethod
+    def _expect_207(response: httpx.Response, url: str) -> None:
+        if response.status_code == 207:
+            return
+        template = _STATUS_MESSAGES.get(
+            response.status_code, "unexpected HTTP {status} (expected 207) from {url}"
+        )
+        error = CalendarNotFound if response.status_code == 404 else BackendFailure
+        raise error(template.format(url=url, status=response.status_code))
 
     def _auth(self) -> httpx.BasicAuth | None:
         if self.config.username is None:

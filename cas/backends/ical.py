@@ -301,6 +301,22 @@ _XML_PARSER = etree.XMLParser(
 )
 
 
+def parse_ctag(xml_bytes: bytes) -> str | None:
+    """The change tag in a PROPFIND answer: CalendarServer `getctag`, else `sync-token`."""
+    if b"<!DOCTYPE" in xml_bytes[:4096].upper():
+        raise CalendarDataError("PROPFIND answer carries a DTD; refused")
+    try:
+        root = etree.fromstring(xml_bytes, _XML_PARSER)
+    except etree.XMLSyntaxError as exc:
+        raise CalendarDataError(f"PROPFIND answer is not well-formed XML: {exc}") from exc
+    for name in ("{http://calendarserver.org/ns/}getctag", f"{DAV}sync-token"):
+        for element in root.iter(name):
+            text = (element.text or "").strip()
+            if text:
+                return text
+    return None
+
+
 def parse_multistatus(xml_bytes: bytes) -> list[CalendarObject]:
     """The calendar objects of a calendar-query REPORT answer (RFC 4791 §7.8, RFC 4918 §13).
 

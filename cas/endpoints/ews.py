@@ -18,6 +18,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from cas.codecs import ews
+from cas.codecs.ews.freshness import freshness_summary
 from cas.errors import (
     BodyTooLarge,
     InternalError,
@@ -36,6 +37,7 @@ from cas.trust import ForgedRequest, PeerTrust
 log = logging.getLogger(__name__)
 
 XML = "text/xml; charset=utf-8"
+FRESHNESS_HEADER = "X-CAS-Freshness"
 BODY_READ_TIMEOUT_SECONDS = 30.0
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class Caller:
     budget_seconds: float | None = None
 
 
-Handler = Callable[[Runtime, ews.SoapRequest, Caller], Awaitable[bytes]]
+Handler = Callable[[Runtime, ews.SoapRequest, Caller, dict[str, str]], Awaitable[bytes]]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -103,7 +105,9 @@ class EwsEndpoint:
                     f"The operation {soap.operation!r} is not supported by this server; "
                     f"supported: {', '.join(self.handlers)}."
                 )
-            return Response(await handler(runtime, soap, caller), media_type=XML)
+            headers: dict[str, str] = {}
+            body_out = await handler(runtime, soap, caller, headers)
+            return Response(body_out, media_type=XML, headers=headers)
         except ForgedRequest as forged:
             log.warning("refused a forwarded request: %s", forged.reason)
             return Response(forged.reason, status_code=forged.http_status)
@@ -137,7 +141,7 @@ class EwsEndpoint:
         return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
 
     async def get_user_availability(
-        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller, headers: dict[str, str]
     ) -> bytes:
         request = ews.parse_get_user_availability(soap)
         check_limits(request, self.limits)
@@ -155,16 +159,19 @@ class EwsEndpoint:
             request.view.value, len(results), failed, caller.hop,
             (time.monotonic() - started) * 1000,
         )
+        summary = freshness_summary(results)
+        if summary:
+            headers[FRESHNESS_HEADER] = summary
         return ews.render_get_user_availability(request, results)
 
     async def get_server_time_zones(
-        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller, headers: dict[str, str]
     ) -> bytes:
         return ews.render_get_server_time_zones(
             ews.parse_get_server_time_zones(soap), year=self.year()
         )
 
     async def convert_id(
-        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller
+        self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller, headers: dict[str, str]
     ) -> bytes:
         return ews.render_convert_id(soap)

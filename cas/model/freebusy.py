@@ -180,6 +180,28 @@ def default_working_hours(tz: str) -> WorkingHours:
     return WorkingHours(tz, (WorkingPeriod(DEFAULT_WORKING_DAYS, 8 * 60, 17 * 60),))
 
 
+# Where a mailbox's answer came from. The age is the age of the *data* (when the backend last
+# vouched for it), not of any hop or cache copy in between.
+SOURCES = ("backend", "cache", "revalidated", "stale-cache", "legacy", "remote-cache")
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    source: str
+    age_seconds: float
+    site: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"freshness source must be one of {SOURCES}, got {self.source!r}")
+        if self.age_seconds < 0:
+            object.__setattr__(self, "age_seconds", 0.0)
+
+    @property
+    def stale(self) -> bool:
+        return self.source == "stale-cache"
+
+
 @dataclass(frozen=True, slots=True)
 class MailboxData:
     """What a backend knows about one mailbox for one window.
@@ -195,6 +217,7 @@ class MailboxData:
     coverage: tuple[tuple[datetime, datetime], ...] | None = None
     merged: str | None = None
     merged_only: bool = False
+    freshness: Freshness | None = None
 
 
 def merged_free_busy(
@@ -275,6 +298,8 @@ __all__ = [
     "DIGIT_BUSY_TYPE",
     "Event",
     "EventDetails",
+    "Freshness",
+    "SOURCES",
     "MAX_INTERVAL_MINUTES",
     "MERGED_DIGIT",
     "MIN_INTERVAL_MINUTES",

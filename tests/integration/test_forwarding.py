@@ -65,7 +65,9 @@ def cluster(tmp_path_factory):
     with ThreadedServer(app, ca) as bad_node:
         cluster = start_cluster(
             root, ca, SITES,
-            settings={"request_timeout_seconds": TIMEOUT, "max_peer_response_bytes": 1_000_000},
+            # remote_cache_seconds 0: every request really crosses to the other sites
+            settings={"request_timeout_seconds": TIMEOUT, "max_peer_response_bytes": 1_000_000,
+                      "remote_cache_seconds": 0},
             extra_sites=[{"name": "zz", "nodes": [bad_node.url], "x-mailboxes": ["g"]}],
         )  # fmt: skip
         try:

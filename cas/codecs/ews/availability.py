@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 from lxml import etree
 
+from cas.codecs.ews.freshness import freshness_header
 from cas.codecs.ews.soap import (
     SoapRequest,
     child,
@@ -327,7 +328,8 @@ def render_get_user_availability(
             _render_error(item, result)
         else:
             _render_data(item, request, result)
-    return render_envelope(response)
+    header = freshness_header(results)
+    return render_envelope(response, extra_headers=[header] if header is not None else [])
 
 
 __all__ = [

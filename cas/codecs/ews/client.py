@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timezone, tzinfo
 from functools import lru_cache
 
@@ -27,6 +28,7 @@ from lxml import etree
 from tzlocal.windows_tz import tz_win, win_tz
 
 from cas.codecs.ews.availability import parse_datetime
+from cas.codecs.ews.freshness import parse_freshness_header
 from cas.codecs.ews.soap import (
     ERRORS_NS,
     NSMAP,
@@ -401,7 +403,12 @@ def parse_get_user_availability_response(
             f"The answer has {len(items)} FreeBusyResponse elements for "
             f"{len(request.mailboxes)} mailboxes asked about."
         )
-    return [_result(item, request) for item in items]
+    results = [_result(item, request) for item in items]
+    freshness = parse_freshness_header(root)
+    return [
+        replace(r, freshness=freshness[i]) if isinstance(r, MailboxData) and i in freshness else r
+        for i, r in enumerate(results)
+    ]
 
 
 __all__ = [

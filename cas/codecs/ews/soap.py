@@ -9,7 +9,7 @@ the server version from it) and the SOAP fault shape exchangelib parses (referen
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lxml import etree
@@ -166,9 +166,20 @@ def _serialize(env: etree._Element) -> bytes:
     return etree.tostring(env, xml_declaration=True, encoding="utf-8")
 
 
-def render_envelope(body_element: etree._Element, *, server_version_header: bool = True) -> bytes:
+def render_envelope(
+    body_element: etree._Element,
+    *,
+    server_version_header: bool = True,
+    extra_headers: Sequence[etree._Element] = (),
+) -> bytes:
     """`body_element` inside a SOAP 1.1 envelope, utf-8 with an XML declaration."""
     env, body = _envelope(server_version_header)
+    if extra_headers:
+        header = env.find(s("Header"))
+        if header is None:
+            header = etree.Element(s("Header"))
+            env.insert(0, header)
+        header.extend(extra_headers)
     body.append(body_element)
     return _serialize(env)
 

@@ -50,6 +50,22 @@ def test_legacy_servers(multisite: Sitemap) -> None:
     assert us.legacy.timeout_seconds == 10.0 and apac.legacy is None
 
 
+def test_redis_with_a_password_reference_and_multi_host_forms(tmp_path) -> None:
+    from sitemap.load import parse_sitemap
+    from sitemap.model import SecretRef
+
+    text = (
+        "sites:\n"
+        "  - {name: eu, redis: {url: 'rediss://r.eu:6380/2', password_env: EU_REDIS}}\n"
+        "  - {name: us, redis: 'redis+sentinel://s1:26379,s2:26379/main/1'}\n"
+        "  - {name: ap, redis: 'redis+cluster://c1:7000,c2:7001'}\n"
+    )
+    eu, us, ap = parse_sitemap(text, "x.yaml", base_dir=tmp_path).sites
+    assert (eu.redis, eu.redis_password) == ("rediss://r.eu:6380/2", SecretRef(env="EU_REDIS"))
+    assert us.redis == "redis+sentinel://s1:26379,s2:26379/main/1" and us.redis_password is None
+    assert ap.redis == "redis+cluster://c1:7000,c2:7001"
+
+
 def test_redis_urls(multisite: Sitemap) -> None:
     assert [s.redis for s in multisite.sites] == [
         "redis://127.0.0.1:6379/0",
@@ -108,7 +124,12 @@ def parse_problems(text: str) -> list[str]:
         ("sites: [{name: eu, redis: 'redis://h:99999/0'}]", "redis: not a Redis URL"),
         ("sites: [{name: eu, redis: 'redis://h/zero'}]", "the path of a Redis URL is a database"),
         ("sites: [{name: eu, redis: 'unix://relative.sock'}]", "redis: not a Redis URL"),
-        ("sites: [{name: eu, redis: {url: 'redis://h'}}]", "redis: expected text, got a mapping"),
+        ("sites: [{name: eu, redis: {password_env: X}}]", "redis.url: required field missing"),
+        ("sites: [{name: eu, redis: {url: 'redis://h', password: x}}]", "secret inlined"),
+        ("sites: [{name: eu, redis: 'redis+sentinel://h:1/'}]", "ends with /<service name>"),
+        ("sites: [{name: eu, redis: 'redis+sentinel://h/mymaster'}]", "host:port pairs"),
+        ("sites: [{name: eu, redis: 'redis+cluster://h:1,h:2/0'}]", "Cluster URL has no path"),
+        ("sites: [{name: eu, redis: 'redis+cluster://u:pw@h:1'}]", "secret inlined"),
         ("sites: [{name: eu, nodes: ['https://u:p@h']}]", "nodes[0]: secret inlined"),
         ("dns: [127.0.0.1]\nsites: [{name: eu}]", "(top level): dns: expected a mapping"),
         ("dns: {nameservers: []}\nsites: [{name: eu}]", "dns: nameservers: empty"),

@@ -332,3 +332,35 @@ def test_server_busy_fault_carries_its_back_off() -> None:
     with _pytest.raises(EwsFaultError) as info:
         parse_get_user_availability_response(body, None)  # type: ignore[arg-type]
     assert (info.value.code, info.value.back_off_ms) == ("ErrorServerBusy", 1500)
+
+
+def test_freshness_travels_in_a_soap_header_and_comes_back() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from cas.codecs.ews import parse_envelope, parse_get_user_availability, render_get_user_availability
+    from cas.codecs.ews.client import (
+        parse_get_user_availability_response,
+        render_get_user_availability_request,
+    )
+    from cas.errors import MailboxError
+    from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
+    from cas.model.freebusy import Freshness, MailboxData, Window
+    from tests.support.ews_schema import validate_ews_body
+
+    t0 = datetime(2024, 3, 4, tzinfo=timezone.utc)
+    request = AvailabilityRequest(
+        (MailboxQuery("a@x.test"), MailboxQuery("b@x.test"), MailboxQuery("c@x.test")),
+        Window(t0, t0 + timedelta(hours=2)), 60, FreeBusyView.MERGED_ONLY, timezone.utc,
+    )
+    server_side = parse_get_user_availability(parse_envelope(render_get_user_availability_request(request)))
+    results = [
+        MailboxData(freshness=Freshness("stale-cache", 812.0, "eu")),
+        MailboxError.of("ErrorMailRecipientNotFound"),
+        MailboxData(freshness=Freshness("backend", 0.0, "us")),
+    ]
+    body = render_get_user_availability(server_side, results)
+    validate_ews_body(body)  # the header lives outside the Body
+    back = parse_get_user_availability_response(body, request)
+    assert back[0].freshness == Freshness("stale-cache", 812.0, "eu")
+    assert isinstance(back[1], MailboxError)
+    assert back[2].freshness == Freshness("backend", 0.0, "us")
