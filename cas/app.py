@@ -30,6 +30,7 @@ from cas.cache.store import CacheStore, open_store
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
+from cas.endpoints.legacy import LegacyFrontDoor
 from cas.forwarder import Forwarder
 from cas.model.availability import Limits
 from cas.observability import Metrics, RequestIdMiddleware, metrics_endpoint
@@ -38,22 +39,28 @@ from cas.service import AvailabilityService
 from cas.settings import Settings
 from cas.trust import PeerTrust, load_cluster_secret
 from sitemap.discovery import SiteNodes, SrvResolver
-from sitemap.model import Sitemap
+from sitemap.model import Site, Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
 AUTODISCOVER_SOAP_PATHS = ("/autodiscover/autodiscover.svc", "/Autodiscover/Autodiscover.svc")
 AUTODISCOVER_POX_PATHS = ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml")
 AUTODISCOVER_JSON_PATH = "/autodiscover/autodiscover.json/v1.0/{address}"
+LEGACY_RESOLUTION = 5  # minutes
 
 
 def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     """Real adapters for the site, as the sitemap describes them."""
     from cas.backends.caldav import CalDavBackend
+    from cas.backends.legacy import LegacyBackend
 
     backends: dict[str, MailboxBackend] = {}
     config = sitemap.site(site)
     if config.caldav is not None:
         backends["modern"] = CalDavBackend.for_site(config)
+    if config.legacy is not None:
+        # Read at the finest interval over whole UTC days (what the cache asks for): any window
+        # and interval on the 5-minute grid then gets exactly the digits the old server gives.
+        backends["legacy"] = LegacyBackend(config.legacy, default_interval=LEGACY_RESOLUTION)
     return backends
 
 
@@ -122,6 +129,10 @@ def cluster_secrets(settings: Settings) -> list[bytes]:
         raise ConfigurationError(f"cluster_secret_file: {exc}") from None
 
 
+def _same_backends(old: Site, new: Site) -> bool:
+    return (old.caldav, old.legacy) == (new.caldav, new.legacy)
+
+
 def runtime_builder(
     settings: Settings,
     site: str,
@@ -149,7 +160,7 @@ def runtime_builder(
                     kind: CachedBackend(b, store, site, policy, metrics=metrics)
                     for kind, b in backends.items()
                 }
-        elif previous is not None and previous.sitemap.site(site).caldav == config.caldav:
+        elif previous is not None and _same_backends(previous.sitemap.site(site), config):
             backends = previous.backends
         else:
             backends = {
@@ -244,6 +255,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
     )
+    legacy_door = LegacyFrontDoor(current, limits=Limits(settings.max_mailboxes, settings.window_max_days))
     state = {"ready": False}
 
     async def healthz(request: Request) -> Response:
@@ -275,6 +287,7 @@ def create_app(
     routes += [Route(p, autodiscover.soap, methods=["POST"]) for p in AUTODISCOVER_SOAP_PATHS]
     routes += [Route(p, autodiscover.pox, methods=["POST"]) for p in AUTODISCOVER_POX_PATHS]
     routes += [Route(AUTODISCOVER_JSON_PATH, autodiscover.json, methods=["GET"])]
+    routes += [Route(p, legacy_door.freebusy, methods=["GET"]) for p in ("/public/", "/public")]
     routes += [Route("/api/v1/availability", api.availability, methods=["POST"])]
     routes += [Route("/api/v1/cache/invalidate", api.invalidate, methods=["POST"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]

@@ -30,17 +30,21 @@ import yaml
 
 from cas.lab.faultproxy import FaultProxy
 from cas.lab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
-from cas.lab.seed import SeedMailbox, generate_calendar, generate_directory
+from cas.lab.redis import RedisProcess, RedisProcessError, find_redis_server
+from cas.lab.seed import (
+    SeedMailbox,
+    generate_calendar,
+    generate_directory,
+    generate_mailboxes,
+    merge_calendars,
+)
+from cas.lab.topology import DOMAIN, LabTopology, lab_topology
+from cas.legacy.process import LegacyServer, LegacyServerError
 from cas.tls import CertPair, issue_cert, make_ca
 from sitemap.dnsserver import DnsResponder
 
-DOMAIN = "contoso.test"
-SITE_NAMES = ("eu", "us", "ap", "sa", "af", "me", "ca", "oc")
-SITE_ZONES = {
-    "eu": "Europe/Amsterdam", "us": "America/New_York", "ap": "Asia/Tokyo",
-    "sa": "America/Sao_Paulo", "af": "Africa/Johannesburg", "me": "Asia/Dubai",
-    "ca": "America/Toronto", "oc": "Australia/Sydney",
-}  # fmt: skip
+LEGACY_SITES = 2  # the first two sites keep some mailboxes on the old server
+LEGACY_PER_SITE = 3
 SEED_DAYS_BACK = 7
 SEED_DAYS = 42
 START_TIMEOUT = 60.0
@@ -60,10 +64,14 @@ class LabOptions:
 @dataclass
 class LabSite:
     name: str
+    timezone: str
     radicale: RadicaleServer
     mailboxes: list[SeedMailbox]
+    legacy_mailboxes: list[SeedMailbox] = field(default_factory=list)
+    node_hosts: list[str] = field(default_factory=list)
     node_ports: list[int] = field(default_factory=list)
     backend_proxy: FaultProxy | None = None
+    redis: RedisProcess | None = None
 
     @property
     def backend_url(self) -> str:
@@ -79,9 +87,6 @@ class LabSite:
     @property
     def srv(self) -> str:
         return f"_cas._tcp.{self.name}.{DOMAIN}"
-
-    def node_host(self, index: int) -> str:
-        return f"node-{index}.{self.name}.{DOMAIN}"
 
 
 @dataclass(frozen=True)
@@ -110,8 +115,10 @@ def _write_secret(path: Path, value: str) -> Path:
 
 class Lab:
     def __init__(self, options: LabOptions) -> None:
-        if options.sites > len(SITE_NAMES):
-            raise LabError(f"at most {len(SITE_NAMES)} sites, asked for {options.sites}")
+        try:
+            self.topology: LabTopology = lab_topology(options.sites, options.nodes_per_site)
+        except ValueError as exc:
+            raise LabError(str(exc)) from None
         self.options = options
         self._temporary = options.state_dir is None
         self.root = Path(options.state_dir or tempfile.mkdtemp(prefix="cas-lab-")).resolve()
@@ -119,6 +126,7 @@ class Lab:
         self.sites: list[LabSite] = []
         self.nodes: list[NodeProcess] = []
         self.dns = DnsResponder()
+        self.legacy: LegacyServer | None = None
         self.passwords = {
             "caldav-admin": secrets.token_urlsafe(12),
             "caldav-cas": secrets.token_urlsafe(12),
@@ -138,24 +146,42 @@ class Lab:
         self.node_cert: CertPair = issue_cert(
             self.ca, self.root / "tls", "node", ["localhost", "127.0.0.1"]
         )
-        names = list(SITE_NAMES[: self.options.sites])
+        names = [site.name for site in self.topology.sites]
         directory = generate_directory(names, self.options.mailboxes_per_site, DOMAIN)
-        for name in names:
+        taken = {m.address for people in directory.values() for m in people}
+        redis_binary = find_redis_server()
+        if redis_binary is None:
+            print("cas lab: no redis-server found; nodes use an in-process cache (not shared)",
+                  file=sys.stderr)
+        for index, part in enumerate(self.topology.sites):
             server = RadicaleServer(
-                self.root / name / "radicale",
+                self.root / part.name / "radicale",
                 {"admin": self.passwords["caldav-admin"], "cas": self.passwords["caldav-cas"]},
                 admins=["admin"],
                 readers=["cas"],
             )
-            site = LabSite(name, server, directory[name])
+            legacy_people: list[SeedMailbox] = []
+            if index < LEGACY_SITES:
+                legacy_people = generate_mailboxes(
+                    f"{part.name}-legacy", LEGACY_PER_SITE, DOMAIN, taken=taken
+                )
+                taken |= {m.address for m in legacy_people}
+            site = LabSite(
+                part.name, part.timezone, server, directory[part.name], legacy_people,
+                [node.host for node in part.nodes],
+            )  # fmt: skip
             self.sites.append(site)
             server.start()
+            if redis_binary is not None:
+                site.redis = RedisProcess(self.root / part.name / "redis", binary=redis_binary)
+                site.redis.start()
             if self.options.backend_delay_ms > 0:
                 # every node-to-CalDAV round trip pays this delay, like a distant backend
                 site.backend_proxy = FaultProxy("127.0.0.1", int(urlsplit(server.url).port or 0))
                 site.backend_proxy.start()
                 site.backend_proxy.delay(self.options.backend_delay_ms / 1000)
             site.node_ports = [_free_port() for _ in range(self.options.nodes_per_site)]
+        self._start_legacy()
         asyncio.run(self._seed_all())
         self._serve_dns()
         self.sitemap_path = self._write_sitemap()
@@ -185,13 +211,53 @@ class Lab:
                     for event in generate_calendar(mailbox, start=start, days=SEED_DAYS, rng_seed=n):
                         await put_event(client, url, event.uid, event.ics, auth)
 
+            async def publish(mailbox: SeedMailbox, n: int) -> None:
+                assert self.legacy is not None
+                events = generate_calendar(mailbox, start=start, days=SEED_DAYS, rng_seed=1000 + n)
+                begin = datetime.datetime.combine(start, datetime.time(), datetime.timezone.utc)
+                async with gate:
+                    response = await client.put(
+                        f"{self.legacy.public_url}publish/{mailbox.address}.ics",
+                        params={
+                            "publish_start": begin.isoformat(),
+                            "publish_end": (begin + datetime.timedelta(days=SEED_DAYS)).isoformat(),
+                            "tz": mailbox.timezone,
+                        },
+                        content=merge_calendars([e.ics for e in events]).encode(),
+                        headers={"Content-Type": "text/calendar; charset=utf-8"},
+                    )
+                if response.status_code != 200:
+                    raise LabError(f"publishing {mailbox.address} to the legacy server: "
+                                   f"HTTP {response.status_code} {response.text[:200]}")
+
             await asyncio.gather(
                 *(
                     seed(site, mailbox, n)
                     for site in self.sites
                     for n, mailbox in enumerate(site.mailboxes)
-                )
+                ),
+                *(
+                    publish(mailbox, n)
+                    for site in self.sites
+                    for n, mailbox in enumerate(site.legacy_mailboxes)
+                ),
             )
+
+    def _start_legacy(self) -> None:
+        """One old server for the legacy mailboxes of every site that has some."""
+        people = {
+            m.address: (self._legacy_dn(site.name, m), m.display_name)
+            for site in self.sites
+            for m in site.legacy_mailboxes
+        }
+        if not people:
+            return
+        self.legacy = LegacyServer(self.root / "legacy", people)
+        self.legacy.start()
+
+    @staticmethod
+    def _legacy_dn(site: str, mailbox: SeedMailbox) -> str:
+        return f"/o=Contoso/ou={site.upper()}/cn=Recipients/cn={mailbox.address.split('@')[0]}"
 
     def _serve_dns(self) -> None:
         """SRV for Autodiscover (any node) and for each site's nodes, A records for targets.
@@ -203,8 +269,7 @@ class Lab:
         every: list[tuple[int, int, int, str]] = []
         for site in self.sites:
             records = []
-            for index, port in enumerate(site.node_ports):
-                host = site.node_host(index)
+            for host, port in zip(site.node_hosts, site.node_ports):
                 self.dns.set_a(host, ["127.0.0.1"], ttl=30)
                 records.append((0, 10, port, host + "."))
             self.dns.set_srv(site.srv, records, ttl=30)
@@ -226,19 +291,7 @@ class Lab:
                 ]
             },
             "sites": [
-                {
-                    "name": site.name,
-                    "timezone": SITE_ZONES[site.name],
-                    "srv": site.srv,
-                    "costs": {other.name: 10 for other in self.sites if other is not site},
-                    "caldav": {
-                        "url": site.backend_url,
-                        "username": "cas",
-                        "max_connections": 16,
-                        "password_file": str(secret_dir / "caldav-cas"),
-                    },
-                }
-                for site in self.sites
+                self._site_document(site, secret_dir) for site in self.sites
             ],
             "mailboxes": [
                 {
@@ -250,11 +303,43 @@ class Lab:
                 }
                 for site in self.sites
                 for m in site.mailboxes
+            ]
+            + [
+                {
+                    "address": m.address,
+                    "site": site.name,
+                    "kind": "legacy",
+                    "legacy_dn": self._legacy_dn(site.name, m),
+                    "display_name": m.display_name,
+                    "timezone": m.timezone,
+                }
+                for site in self.sites
+                for m in site.legacy_mailboxes
             ],
         }
         path = self.root / "sitemap.yaml"
         path.write_text(yaml.safe_dump(document, sort_keys=False))
         return path
+
+    def _site_document(self, site: LabSite, secret_dir: Path) -> dict[str, object]:
+        part = self.topology.site(site.name)
+        document: dict[str, object] = {
+            "name": site.name,
+            "timezone": site.timezone,
+            "srv": site.srv,
+            "costs": dict(part.costs),
+            "caldav": {
+                "url": site.backend_url,
+                "username": "cas",
+                "max_connections": 16,
+                "password_file": str(secret_dir / "caldav-cas"),
+            },
+        }
+        if site.legacy_mailboxes and self.legacy is not None:
+            document["legacy"] = {"url": self.legacy.public_url}
+        if site.redis is not None:
+            document["redis"] = site.redis.url
+        return document
 
     def _start_node(self, site: str, index: int, port: int) -> None:
         log_path = self.root / "logs" / f"node-{site}-{index}.log"
@@ -294,6 +379,7 @@ class Lab:
     def manifest(self) -> dict[str, object]:
         return {
             "domain": DOMAIN,
+            "topology": self.topology.as_dict(),
             "dns": {"host": "127.0.0.1", "port": self.dns.port},
             "ca_cert": str(self.ca.cert),
             "sitemap": str(self.sitemap_path),
@@ -308,6 +394,10 @@ class Lab:
                         "username": "admin",
                         "password": self.passwords["caldav-admin"],
                     },
+                    "legacy": {"url": self.legacy.public_url}
+                    if site.legacy_mailboxes and self.legacy is not None
+                    else None,
+                    "redis": site.redis.url if site.redis is not None else None,
                 }
                 for site in self.sites
             ],
@@ -322,6 +412,19 @@ class Lab:
                 }
                 for site in self.sites
                 for m in site.mailboxes
+            ]
+            + [
+                {
+                    "address": m.address,
+                    "site": site.name,
+                    "kind": "legacy",
+                    "display_name": m.display_name,
+                    "timezone": m.timezone,
+                    "legacy_dn": self._legacy_dn(site.name, m),
+                    "legacy_url": self.legacy.public_url if self.legacy else None,
+                }
+                for site in self.sites
+                for m in site.legacy_mailboxes
             ],
         }
 
@@ -341,6 +444,10 @@ class Lab:
             if site.backend_proxy is not None:
                 site.backend_proxy.stop()
             site.radicale.stop()
+            if site.redis is not None:
+                site.redis.stop()
+        if self.legacy is not None:
+            self.legacy.stop()
         self.dns.stop()
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -354,13 +461,16 @@ def _print_summary(manifest: dict[str, object], root: Path) -> None:
     table = Table(title=f"cas lab — {manifest['domain']} (state in {root})")
     table.add_column("site")
     table.add_column("nodes (EWS at /EWS/Exchange.asmx)")
-    table.add_column("CalDAV")
-    table.add_column("mailboxes", justify="right")
+    table.add_column("CalDAV / legacy / Redis")
+    table.add_column("mailboxes (legacy)", justify="right")
     mailboxes = manifest["mailboxes"]
     assert isinstance(mailboxes, list)
     for site in manifest["sites"]:  # type: ignore[attr-defined]
         count = sum(1 for m in mailboxes if m["site"] == site["name"])
-        table.add_row(site["name"], "\n".join(site["nodes"]), site["caldav"]["url"], str(count))
+        old = sum(1 for m in mailboxes if m["site"] == site["name"] and m["kind"] == "legacy")
+        parts = [site["caldav"]["url"], (site["legacy"] or {}).get("url") or "-",
+                 site["redis"] or "in-process cache"]
+        table.add_row(site["name"], "\n".join(site["nodes"]), "\n".join(parts), f"{count} ({old})")
     console.print(table)
     client = manifest["client"]
     assert isinstance(client, dict)
@@ -385,7 +495,7 @@ def run_lab(options: LabOptions) -> int:
     try:
         try:
             manifest = lab.start()
-        except (LabError, RadicaleError, OSError) as exc:
+        except (LabError, RadicaleError, RedisProcessError, LegacyServerError, OSError) as exc:
             print(f"cas lab: {exc}", file=sys.stderr)
             return 1
         _print_summary(manifest, lab.root)

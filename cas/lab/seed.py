@@ -303,3 +303,25 @@ class _CalendarBuilder:
         event.add("location", self.rng.choice(ROOMS))
         self.invite(event, 2)
         return self.wrap("cancelled", event)
+
+
+def merge_calendars(texts: Sequence[str]) -> str:
+    """One VCALENDAR holding every event of `texts` (time zones once each, by TZID).
+
+    The legacy server publishes a user's free/busy from one calendar, not one per event.
+    """
+    from icalendar import Calendar
+
+    merged = Calendar()
+    merged.add("prodid", PRODID)
+    merged.add("version", "2.0")
+    zones: set[str] = set()
+    for text in texts:
+        for component in Calendar.from_ical(text).subcomponents:
+            if component.name == "VTIMEZONE":
+                tzid = str(component.get("TZID"))
+                if tzid in zones:
+                    continue
+                zones.add(tzid)
+            merged.add_component(component)
+    return merged.to_ical().decode("utf-8")

@@ -18,12 +18,19 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import caldav
+import httpx
 import pytest
+from lxml import etree
 from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone
 from exchangelib.protocol import close_connections
 from exchangelib.transport import BASIC
 
+from tests.support.ews_schema import validate_ews_body
+from tests.unit.test_ews_endpoint import availability
+
 UTC = dt.timezone.utc
+M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
+T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 
 
 @pytest.fixture(scope="module")
@@ -81,10 +88,17 @@ def test_manifest_lists_every_part_and_dns_publishes_the_nodes(lab) -> None:
     assert len(sites) == 3  # the contract's default: 3 sites x 2 nodes
     assert all(len(s["nodes"]) == 2 and all(n.startswith("https://127.0.0.1:") for n in s["nodes"])
                for s in sites.values())
-    assert len(manifest["mailboxes"]) == 18
-    for mailbox in manifest["mailboxes"]:
-        assert mailbox["kind"] == "modern"
+    modern = [m for m in manifest["mailboxes"] if m["kind"] == "modern"]
+    legacy = [m for m in manifest["mailboxes"] if m["kind"] == "legacy"]
+    assert len(modern) == 18
+    for mailbox in modern:
         assert mailbox["calendar_url"].startswith(sites[mailbox["site"]]["caldav"]["url"])
+    # legacy mailboxes in at least two sites, each listed with its old server
+    assert len({m["site"] for m in legacy}) >= 2
+    for mailbox in legacy:
+        assert mailbox["legacy_url"] == sites[mailbox["site"]]["legacy"]["url"]
+    assert all(s["redis"] and s["redis"].startswith("redis://127.0.0.1:") for s in sites.values())
+    assert manifest["topology"]["sites"][0]["name"] == "eu"
     resolver = dns.resolver.Resolver(configure=False)
     resolver.nameservers, resolver.port = [manifest["dns"]["host"]], manifest["dns"]["port"]
     for site in sites.values():
@@ -97,7 +111,7 @@ def test_manifest_lists_every_part_and_dns_publishes_the_nodes(lab) -> None:
 def test_event_written_over_caldav_shows_up_in_the_next_lookup(lab, monkeypatch) -> None:
     manifest, _ = lab
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", manifest["ca_cert"])
-    mailbox = manifest["mailboxes"][-1]  # the last site's
+    mailbox = [m for m in manifest["mailboxes"] if m["kind"] == "modern"][-1]  # the last site's
     caldav_site = next(s for s in manifest["sites"] if s["name"] == mailbox["site"])["caldav"]
     client = caldav.DAVClient(url=caldav_site["url"], username=caldav_site["username"],
                               password=caldav_site["password"])
@@ -132,10 +146,111 @@ def test_seeded_calendars_carry_every_kind_of_item(lab, monkeypatch) -> None:
     assert set(view.merged) >= {"0", "1", "2", "3"}
 
 
+def weekday_window() -> tuple[dt.datetime, dt.datetime]:
+    day = dt.datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    while day.weekday() >= 5:
+        day += dt.timedelta(days=1)
+    return day + dt.timedelta(hours=6), day + dt.timedelta(hours=20)
+
+
+def old_server_digits(manifest: dict, address: str, start: dt.datetime, end: dt.datetime,
+                      interval: int) -> str:
+    """What the old server itself says, asked the way DavMail asks it."""
+    legacy_url = next(m["legacy_url"] for m in manifest["mailboxes"] if m["address"] == address)
+    r = httpx.get(legacy_url, params={"cmd": "freebusy", "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
+                                      "end": f"{end:%Y-%m-%dT%H:%M:%SZ}", "interval": interval,
+                                      "u": f"SMTP:{address}"}, timeout=10)
+    assert r.status_code == 200
+    return r.text.rsplit("<a:fbdata>", 1)[1].split("</a:fbdata>")[0]  # DavMail: the last fbdata
+
+
+def test_legacy_mailboxes_through_a_node_of_another_site_match_the_old_server(lab, monkeypatch) -> None:
+    manifest, _ = lab
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", manifest["ca_cert"])
+    legacy = [m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy"]
+    ap = next(s for s in manifest["sites"] if s["name"] == "ap")["nodes"][0]
+    close_connections()
+    config = Configuration(service_endpoint=ap + "/EWS/Exchange.asmx", auth_type=BASIC,
+                           credentials=Credentials(manifest["client"]["username"],
+                                                   manifest["client"]["password"]))
+    account = Account(legacy[0], config=config, autodiscover=False, access_type=DELEGATE)
+    start, end = weekday_window()
+    zone = EWSTimeZone("UTC")
+    for interval in (30, 60):
+        views = list(account.protocol.get_free_busy_info(
+            [(a, "Required", False) for a in legacy], start.astimezone(zone), end.astimezone(zone),
+            interval, "DetailedMerged"))
+        for address, view in zip(legacy, views):
+            assert view.view_type == "MergedOnly"  # all that public-folder data can give
+            assert view.merged == old_server_digits(manifest, address, start, end, interval)
+        assert any(set(v.merged) - {"0"} for v in views)  # the seeded data is not all free
+
+
+def test_one_request_mixes_local_remote_modern_and_legacy(lab) -> None:
+    manifest, _ = lab
+    by = lambda site, kind: next(m["address"] for m in manifest["mailboxes"]  # noqa: E731
+                                 if m["site"] == site and m["kind"] == kind)
+    addresses = [by("eu", "modern"), by("eu", "legacy"), by("us", "modern"), by("us", "legacy")]
+    start, end = weekday_window()
+    eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
+    body = availability(addresses, start=f"{start:%Y-%m-%dT%H:%M:%SZ}",
+                        end=f"{end:%Y-%m-%dT%H:%M:%SZ}", interval="30", view="DetailedMerged")
+    r = httpx.post(eu + "/EWS/Exchange.asmx", content=body, timeout=30, verify=ssl_context(manifest),
+                   auth=(manifest["client"]["username"], manifest["client"]["password"]))
+    assert r.status_code == 200
+    validate_ews_body(r.content)
+    tree = etree.fromstring(r.content)
+    codes = [c.text for c in tree.iter(f"{M}ResponseCode")]
+    views = [v.text for v in tree.iter(f"{T}FreeBusyViewType")]
+    assert codes == ["NoError"] * 4
+    assert views == ["DetailedMerged", "MergedOnly", "DetailedMerged", "MergedOnly"]
+    merged = [m.text for m in tree.iter(f"{T}MergedFreeBusy")]
+    assert merged[1] == old_server_digits(manifest, addresses[1], start, end, 30)
+    assert merged[3] == old_server_digits(manifest, addresses[3], start, end, 30)
+
+
+def test_the_old_front_door_of_a_node_answers_davmail_and_zimbra(lab) -> None:
+    manifest, _ = lab
+    legacy = next(m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy" and m["site"] == "us")
+    modern = next(m["address"] for m in manifest["mailboxes"] if m["kind"] == "modern" and m["site"] == "ap")
+    start, end = weekday_window()
+    eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
+    auth = (manifest["client"]["username"], manifest["client"]["password"])
+    with httpx.Client(verify=ssl_context(manifest), auth=auth, timeout=30) as client:
+        # DavMail: lower-case cmd, SMTP: prefix, 15-minute slots, reads the LAST fbdata
+        r = client.get(eu + "/public/", params={
+            "cmd": "freebusy", "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
+            "end": f"{end:%Y-%m-%dT%H:%M:%SZ}", "interval": 15, "u": f"SMTP:{legacy}"})
+        assert r.status_code == 200
+        davmail = r.text.rsplit("<a:fbdata>", 1)[1].split("</a:fbdata>")[0]
+        assert davmail == old_server_digits(manifest, legacy, start, end, 15)
+        # Zimbra: Cmd=, the old endt= spelling, two users, items matched by a:email
+        r = client.get(eu + "/public/", params=[
+            ("Cmd", "freebusy"), ("start", f"{start:%Y-%m-%dT%H:%M:%SZ}"),
+            ("endt", f"{end:%Y-%m-%dT%H:%M:%SZ}"), ("interval", "30"),
+            ("u", f"SMTP:{modern}"), ("u", legacy), ("u", "SMTP:nobody@contoso.test")])
+        assert r.status_code == 200
+    items = {}
+    for item in etree.fromstring(r.content).iter("{WM}item"):
+        email = (item.findtext("{WM}email") or "").strip().casefold()
+        items[email] = item.findtext("{WM}fbdata")
+    assert items[legacy.casefold()] == old_server_digits(manifest, legacy, start, end, 30)
+    assert set(items[modern.casefold()]) <= set("0123") and len(items[modern.casefold()]) == 28
+    assert items["nobody@contoso.test"] == "4" * 28  # unknown, never free
+
+
+def ssl_context(manifest: dict):
+    import ssl
+
+    return ssl.create_default_context(cafile=manifest["ca_cert"])
+
+
 def test_ctrl_c_stops_every_part(lab) -> None:
     manifest, process = lab
     ports = [urlsplit(n).port for s in manifest["sites"] for n in s["nodes"]]
     ports += [urlsplit(s["caldav"]["url"]).port for s in manifest["sites"]]
+    ports += [urlsplit(s["redis"]).port for s in manifest["sites"]]
+    ports += [urlsplit(s["legacy"]["url"]).port for s in manifest["sites"] if s["legacy"]]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
     for port in ports:

@@ -79,8 +79,10 @@ class Cluster:
     client: tuple[str, str]
     sites: dict[str, list[Node]] = field(default_factory=dict)
     radicales: dict[str, RadicaleServer] = field(default_factory=dict)
+    caldav_proxies: dict[str, FaultProxy] = field(default_factory=dict)  # site -> proxy
     calendars: dict[str, str] = field(default_factory=dict)  # address -> calendar URL
     admin: tuple[str, str] = ("admin", "")
+    admin_token: str = ""
 
     def nodes(self) -> list[Node]:
         return [n for nodes in self.sites.values() for n in nodes]
@@ -117,6 +119,8 @@ class Cluster:
         for node in self.nodes():
             node.stop()
             node.proxy.stop()
+        for proxy in self.caldav_proxies.values():
+            proxy.stop()
         for radicale in self.radicales.values():
             radicale.stop()
 
@@ -129,6 +133,8 @@ def start_cluster(
     nodes_per_site: int = 2,
     settings: dict[str, object] | None = None,
     extra_sites: list[dict[str, object]] | None = None,
+    redis_url: str | None = None,
+    caldav_proxy: bool = False,
 ) -> Cluster:
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
@@ -141,7 +147,9 @@ def start_cluster(
     admin = ("admin", secrets.token_urlsafe(8))
     service = ("cas", secrets.token_urlsafe(8))
     (root / "caldav-password").write_text(service[1])
-    cluster = Cluster(root, ca, secret, client, admin=admin)
+    admin_token = secrets.token_urlsafe(24)
+    (root / "admin-token").write_text(admin_token)
+    cluster = Cluster(root, ca, secret, client, admin=admin, admin_token=admin_token)
     for site in site_mailboxes:
         radicale = RadicaleServer(
             root / f"radicale-{site}", {admin[0]: admin[1], service[0]: service[1]},
@@ -149,6 +157,10 @@ def start_cluster(
         )
         radicale.start()
         cluster.radicales[site] = radicale
+        if caldav_proxy:
+            proxy = FaultProxy("127.0.0.1", int(radicale.url.rsplit(":", 1)[1]))
+            proxy.start()
+            cluster.caldav_proxies[site] = proxy
 
     async def calendars() -> None:
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
@@ -174,6 +186,7 @@ def start_cluster(
         "settings": {
             "cluster_secret_file": str(root / "cluster-secret"),
             "peer_ca_file": str(ca.ca_pem),
+            "admin_token_file": str(root / "admin-token"),
             **(settings or {}),
         },
         "domains": ["contoso.test"],
@@ -184,10 +197,15 @@ def start_cluster(
                 "timezone": "UTC",
                 "nodes": [n.url for n in cluster.sites[site]],
                 "caldav": {
-                    "url": cluster.radicales[site].url + "/",
+                    "url": (
+                        f"http://127.0.0.1:{cluster.caldav_proxies[site].port}/"
+                        if site in cluster.caldav_proxies
+                        else cluster.radicales[site].url + "/"
+                    ),
                     "username": service[0],
                     "password_file": str(root / "caldav-password"),
                 },
+                **({"redis": redis_url} if redis_url else {}),
             }
             for site in site_mailboxes
         ]

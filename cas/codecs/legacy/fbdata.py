@@ -36,8 +36,10 @@ from lxml import etree
 from cas.codecs.ews.xmlsafe import parse_xml
 from cas.errors import RequestFault
 from cas.model.freebusy import (
+    DIGIT_BUSY_TYPE,
     MAX_INTERVAL_MINUTES,
     MIN_INTERVAL_MINUTES,
+    Event,
     MailboxData,
     Window,
 )
@@ -307,12 +309,19 @@ def parse_freebusy_response(
 
 
 def fbdata_to_mailbox_data(fbdata: str, window: Window, interval_minutes: int) -> MailboxData:
-    """Merged-only `MailboxData` for digits over `window`; slots other than `4` are covered."""
+    """Merged-only `MailboxData` for digits over `window`.
+
+    Each run of equal digits 1, 2 or 3 becomes one event of that busy type, and every slot
+    other than `4` is covered; so `merged_free_busy(events, window, interval, coverage)` gives
+    the same digits back, and any coarser interval on the same grid gives what the old server
+    would have said. `4` stays unknown, never free.
+    """
     problem = check_fbdata(fbdata, window.slot_count(interval_minutes), "the mailbox")
     if problem:
         raise ValueError(problem)
     step = timedelta(minutes=interval_minutes)
     coverage: list[tuple[datetime, datetime]] = []
+    events: list[Event] = []
     for index, digit in enumerate(fbdata):
         if digit == "4":
             continue
@@ -322,7 +331,14 @@ def fbdata_to_mailbox_data(fbdata: str, window: Window, interval_minutes: int) -
             coverage[-1] = (coverage[-1][0], hi)
         else:
             coverage.append((lo, hi))
-    return MailboxData(coverage=tuple(coverage), merged=fbdata, merged_only=True)
+        if digit == "0":
+            continue
+        busy = DIGIT_BUSY_TYPE[digit]
+        if events and events[-1].end == lo and events[-1].busy_type is busy:
+            events[-1] = Event(events[-1].start, hi, busy)
+        else:
+            events.append(Event(lo, hi, busy))
+    return MailboxData(events=tuple(events), coverage=tuple(coverage), merged_only=True)
 
 
 __all__ = [

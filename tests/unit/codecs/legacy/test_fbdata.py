@@ -269,10 +269,21 @@ def test_an_answer_that_is_not_a_wm_document_raises(body: bytes, message: str) -
 # --- digits -> MailboxData ------------------------------------------------------------------
 
 
+def digits(data, window, interval):
+    """The digits a node renders for `data`: recomputed from its events and coverage."""
+    from cas.model.freebusy import merged_free_busy
+
+    return merged_free_busy(data.events, window, interval, data.coverage)
+
+
 def test_fbdata_to_mailbox_data_keeps_digits_and_covers_all_but_4() -> None:
     window = Window(START, START + timedelta(minutes=100))  # 7 slots of 15, the last one 10 min
     data = fbdata_to_mailbox_data("0124401", window, 15)
-    assert data.merged == "0124401" and data.merged_only and data.events == ()
+    assert digits(data, window, 15) == "0124401" and data.merged_only and data.merged is None
+    assert [(e.busy_type.value, e.end - e.start) for e in data.events] == [
+        ("Tentative", timedelta(minutes=15)), ("Busy", timedelta(minutes=15)),
+        ("Tentative", timedelta(minutes=10)),
+    ]
     assert data.coverage == (
         (START, START + timedelta(minutes=45)),
         (START + timedelta(minutes=75), START + timedelta(minutes=100)),
@@ -281,7 +292,8 @@ def test_fbdata_to_mailbox_data_keeps_digits_and_covers_all_but_4() -> None:
 
 def test_all_4_is_no_data_not_free() -> None:
     data = fbdata_to_mailbox_data("4444", Window(START, START + timedelta(hours=1)), 15)
-    assert data.merged == "4444" and data.coverage == ()
+    assert digits(data, Window(START, START + timedelta(hours=1)), 15) == "4444"
+    assert data.coverage == () and data.events == ()
 
 
 def test_fbdata_to_mailbox_data_refuses_a_wrong_length() -> None:
