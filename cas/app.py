@@ -256,15 +256,20 @@ def create_app(
         admin_token=token,
     )
     legacy_door = LegacyFrontDoor(current, limits=Limits(settings.max_mailboxes, settings.window_max_days))
-    state = {"ready": False}
+    state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
-        if state["ready"]:
+        if state["ready"] and not state["draining"]:
             return PlainTextResponse("ready")
-        return PlainTextResponse("not ready", status_code=503)
+        reason = "draining: shutting down" if state["draining"] else "not ready"
+        return PlainTextResponse(reason, status_code=503)
+
+    def drain() -> None:
+        """Leave readiness (on SIGTERM); requests keep being served until the server stops."""
+        state["draining"] = True
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -296,6 +301,7 @@ def create_app(
         routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)]
     )
     app.state.metrics = metrics
+    app.state.drain = drain
     app.state.holder = holder
     app.state.site = site
     return app

@@ -19,6 +19,7 @@ works past what the entry node will wait for.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import random
 import secrets as secrets_module
@@ -78,6 +79,15 @@ class PeerFailure(Exception):
 
 class FinalPeerError(Exception):
     """The peer answered, but with a refusal another node of the site would repeat."""
+
+
+def _is_address(url: str) -> bool:
+    host = httpx.URL(url).host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 class Forwarder:
@@ -163,10 +173,12 @@ class Forwarder:
                 break
             if failed:
                 self._count("failovers", site)
+            names = {c.url: c.name for c in candidates}
             calls = [
-                self._call(site, url, group, request, requester, deadline, hop, request_id)
+                self._call(site, url, names.get(url), group, request, requester, deadline, hop,
+                           request_id)
                 for url, group in groups.items()
-            ]
+            ]  # fmt: skip
             pending = []
             for (url, group), outcome in zip(groups.items(), await asyncio.gather(*calls)):
                 if isinstance(outcome, PeerFailure):
@@ -197,6 +209,7 @@ class Forwarder:
         self,
         site: str,
         url: str,
+        name: str | None,
         group: list[ForwardItem],
         request: AvailabilityRequest,
         requester: Requester,
@@ -217,7 +230,9 @@ class Forwarder:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self._count("retries", site)
-                    results = await self._post(site, url, body, sub, requester, deadline, hop, request_id)
+                    results = await self._post(
+                        site, url, name, body, sub, requester, deadline, hop, request_id
+                    )
         except RetryError as exc:
             cause = exc.last_attempt.exception()
             return PeerFailure(str(cause))
@@ -255,6 +270,7 @@ class Forwarder:
         self,
         site: str,
         url: str,
+        name: str | None,
         body: bytes,
         sub: AvailabilityRequest,
         requester: Requester,
@@ -281,11 +297,14 @@ class Forwarder:
             REQUEST_ID_HEADER: request_id,
         }
         target = url.rstrip("/") + EWS_PATH
+        # A node found through SRV is dialled at its address but verified by its DNS name.
+        extensions = {"sni_hostname": name} if name and _is_address(url) else None
         try:
             # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
             async with asyncio.timeout(budget):
                 async with self.client.stream(
-                    "POST", target, content=body, headers=headers, timeout=budget
+                    "POST", target, content=body, headers=headers, timeout=budget,
+                    extensions=extensions,
                 ) as response:
                     payload = await self._read(response, url)
         except (httpx.TimeoutException, TimeoutError) as exc:

@@ -151,6 +151,18 @@ OPTIONS: tuple[Option, ...] = (
         "",
         "File with the bearer token of the admin API (cache invalidation); empty: no admin API.",
     ),
+    Option(
+        "shutdown_drain_seconds",
+        _non_negative_float,
+        5.0,
+        "After SIGTERM, how long the node keeps serving while /readyz says it is leaving.",
+    ),
+    Option(
+        "shutdown_grace_seconds",
+        _positive_float,
+        30.0,
+        "Then, how long requests in flight may take to finish before the node exits.",
+    ),
     Option("log_level", _log_level, "info", "Logging threshold."),
 )
 OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

@@ -311,4 +311,6 @@ class SiteNodes:
                 raise
             log.warning("site %s: %s; using its static nodes only", target.name, exc)
             return candidates
-        return candidates + [Candidate(node.url, base + node.priority) for node in found]
+        return candidates + [
+            Candidate(node.url, base + node.priority, name=node.target or None) for node in found
+        ]

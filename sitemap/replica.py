@@ -41,10 +41,16 @@ __all__ = ["Candidate", "choose_node", "replica_key", "replica_order", "stable_h
 
 @dataclass(frozen=True, slots=True)
 class Candidate:
-    """A node that may answer for the target site, and the cost of reaching it."""
+    """A node that may answer for the target site, and the cost of reaching it.
+
+    `name` is the host name a node discovered through DNS SRV is known by (the record's
+    target) while `url` carries its address: TLS verifies the peer's certificate against the
+    name, since certificates name hosts, not pod addresses.
+    """
 
     url: str
     cost: int = 0
+    name: str | None = None
 
 
 def stable_hash(key: str) -> int:
