@@ -3,8 +3,9 @@
 `DnsResponder` serves a zone that can be changed while it runs (SRV, A and AAAA records, each
 with its TTL), over UDP and TCP on 127.0.0.1 and one free port, from a background thread. It can
 also be told to fail for a name (answer SERVFAIL or another rcode) or to stay silent (so
-resolvers time out). Names it does not hold get NXDOMAIN. It answers loopback clients only and
-is built on dnspython alone::
+resolvers time out). Names it does not hold get NXDOMAIN. It answers loopback clients only
+(unless made with `allow_any_address=True`, which only `cas lab-dns` uses, to serve a container
+network) and is built on dnspython alone::
 
     with DnsResponder() as dns_server:
         dns_server.set_srv("_cas._tcp.eu.lab.test", [(0, 10, 8443, "node1.eu.lab.test")], ttl=30)
@@ -50,12 +51,19 @@ _TCP_TIMEOUT = 2.0  # seconds a TCP client may take to send its one query
 
 
 class DnsResponder:
-    """An authoritative responder for a mutable zone on `host` (loopback) and a free port."""
+    """An authoritative responder for a mutable zone on `host` (loopback) and a free port.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
+    `allow_any_address=True` lifts the loopback rule for both the address it listens on and
+    the clients it answers (`cas lab-dns` in a container); never the default.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, allow_any_address: bool = False
+    ) -> None:
+        if not allow_any_address and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"DnsResponder serves loopback only, not {host!r}")
         self.host, self._wanted_port = host, port
+        self._any_client = allow_any_address
         self._lock = threading.Lock()
         self._zone: dict[dns.name.Name, dict[int, dns.rrset.RRset]] = {}
         self._failures: dict[dns.name.Name, dns.rcode.Rcode | None] = {}  # None: silent
@@ -207,7 +215,7 @@ class DnsResponder:
     def _on_udp(self) -> None:
         assert self._udp is not None
         wire, client = self._udp.recvfrom(65535)
-        if not _loopback(client[0]):
+        if not (self._any_client or _loopback(client[0])):
             return
         reply = self._answer(wire, tcp=False)
         if reply is not None:
@@ -217,7 +225,7 @@ class DnsResponder:
         assert self._tcp is not None
         conn, client = self._tcp.accept()
         with conn:
-            if not _loopback(client[0]):
+            if not (self._any_client or _loopback(client[0])):
                 return
             conn.settimeout(_TCP_TIMEOUT)
             (length,) = struct.unpack("!H", _read_exactly(conn, 2))

@@ -4,6 +4,8 @@
 a folder, starts Radicale (through `cas.lab.radicale_main`, which raises its listen backlog) on
 127.0.0.1 and a free port, and stops it by PID. The rights give each mailbox user its own `<address>/` tree, read-only service accounts (the CAS
 nodes) read access to every collection, and admin accounts read/write access to every collection.
+`write_server_files` and `radicale_command` are those steps on their own, for `cas lab-radicale`
+(`cas.lab.parts`), which runs Radicale in the foreground of a container instead.
 `ensure_calendar` and `put_event` create calendars and store events over plain CalDAV.
 
 Radicale's built-in server resets connections when more than about 16 clients connect at once
@@ -60,12 +62,7 @@ class RadicaleServer:
         self.users = dict(users)
         self.admins = tuple(admins)
         self.readers = tuple(readers)
-        missing = [u for u in (*self.admins, *self.readers) if u not in self.users]
-        if missing:
-            raise ValueError(f"accounts {missing} have no password in `users`")
-        bad = [u for u in self.users if not u or any(c in u for c in ":'\"*?,/\n")]
-        if bad:
-            raise ValueError(f"user names {bad} contain characters Radicale refuses")
+        check_accounts(self.users, self.admins, self.readers)
         self.host = host
         self._fixed_port = port
         self.port: int | None = None
@@ -152,15 +149,12 @@ class RadicaleServer:
     def _spawn(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [
-                    sys.executable, "-m", "cas.lab.radicale_main",
-                    "--config", str(self.folder / "config"),
-                ],
+                radicale_command(self.folder / "config"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
                 cwd=self.folder,
-                env={k: v for k, v in os.environ.items() if k != "RADICALE_CONFIG"},
+                env=radicale_environment(),
             )
 
     def _reap(self) -> None:
@@ -186,59 +180,144 @@ class RadicaleServer:
         )
 
     def _write_users(self) -> None:
-        lines = [f"{name}:{password}\n" for name, password in self.users.items()]
-        path = self.folder / "users"
-        path.write_text("".join(lines), encoding="utf-8")
-        path.chmod(0o600)
+        write_users(self.folder, self.users)
 
     def _write_rights(self) -> None:
-        # First matching section wins. Patterns pass through str.format() and configparser
-        # interpolation in Radicale, hence the doubled braces and percent signs.
-        def pattern(name: str) -> str:
-            escaped = re.escape(name).replace("{", "{{").replace("}", "}}")
-            return escaped.replace("%", "%%")
-
-        sections: list[tuple[str, str, str, str]] = []
-        for i, name in enumerate(self.admins):
-            sections.append((f"admin{i}", pattern(name), ".*", "RrWw"))
-        for i, name in enumerate(self.readers):
-            sections.append((f"reader{i}", pattern(name), ".*", "Rr"))
-        sections += [
-            ("root", ".+", "", "R"),
-            ("principal", ".+", "{user}", "RW"),
-            ("calendars", ".+", "{user}/[^/]+", "rw"),
-        ]
-        text = "".join(
-            f"[{section}]\nuser: {user}\ncollection: {collection}\npermissions: {permissions}\n\n"
-            for section, user, collection, permissions in sections
-        )
-        (self.folder / "rights").write_text(text, encoding="utf-8")
+        write_rights(self.folder, self.admins, self.readers)
 
     def _write_config(self) -> None:
-        text = f"""[server]
-hosts = {self.host}:{self.port}
-max_connections = {self.max_connections}
+        assert self.port is not None
+        write_config(
+            self.folder, self.host, self.port,
+            max_connections=self.max_connections, auth_delay=self.auth_delay,
+        )  # fmt: skip
+
+
+# --- the server's files, shared with `cas lab-radicale` (cas.lab.parts) ----------------------
+
+
+def check_accounts(users: Mapping[str, str], admins: Iterable[str], readers: Iterable[str]) -> None:
+    """Raise `ValueError` unless every admin and reader has a password and every name is usable."""
+    missing = [u for u in (*admins, *readers) if u not in users]
+    if missing:
+        raise ValueError(f"accounts {missing} have no password in `users`")
+    bad = [u for u in users if not u or any(c in u for c in ":'\"*?,/\n")]
+    if bad:
+        raise ValueError(f"user names {bad} contain characters Radicale refuses")
+
+
+def write_users(folder: Path, users: Mapping[str, str]) -> Path:
+    """`folder/users`: an htpasswd file with plain-text passwords (lab only), mode 0600."""
+    lines = [f"{name}:{password}\n" for name, password in users.items()]
+    path = folder / "users"
+    path.write_text("".join(lines), encoding="utf-8")
+    path.chmod(0o600)
+    return path
+
+
+def write_rights(folder: Path, admins: Iterable[str], readers: Iterable[str]) -> Path:
+    """`folder/rights`: admins read/write everything, readers read everything, users their tree."""
+
+    # First matching section wins. Patterns pass through str.format() and configparser
+    # interpolation in Radicale, hence the doubled braces and percent signs.
+    def pattern(name: str) -> str:
+        escaped = re.escape(name).replace("{", "{{").replace("}", "}}")
+        return escaped.replace("%", "%%")
+
+    sections: list[tuple[str, str, str, str]] = []
+    for i, name in enumerate(admins):
+        sections.append((f"admin{i}", pattern(name), ".*", "RrWw"))
+    for i, name in enumerate(readers):
+        sections.append((f"reader{i}", pattern(name), ".*", "Rr"))
+    sections += [
+        ("root", ".+", "", "R"),
+        ("principal", ".+", "{user}", "RW"),
+        ("calendars", ".+", "{user}/[^/]+", "rw"),
+    ]
+    text = "".join(
+        f"[{section}]\nuser: {user}\ncollection: {collection}\npermissions: {permissions}\n\n"
+        for section, user, collection, permissions in sections
+    )
+    path = folder / "rights"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_config(
+    folder: Path,
+    host: str,
+    port: int,
+    *,
+    max_connections: int = 32,
+    auth_delay: float = 0.05,
+    log_level: str = "warning",
+) -> Path:
+    """`folder/config`, naming `folder/users`, `folder/rights` and `folder/collections`."""
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = f"""[server]
+hosts = {listen}
+max_connections = {max_connections}
 
 [auth]
 type = htpasswd
-htpasswd_filename = {self.folder / "users"}
+htpasswd_filename = {folder / "users"}
 htpasswd_encryption = plain
-delay = {self.auth_delay}
+delay = {auth_delay}
 
 [rights]
 type = from_file
-file = {self.folder / "rights"}
+file = {folder / "rights"}
 
 [storage]
-filesystem_folder = {self.folder / "collections"}
+filesystem_folder = {folder / "collections"}
 
 [web]
 type = none
 
 [logging]
-level = warning
+level = {log_level}
 """
-        (self.folder / "config").write_text(text, encoding="utf-8")
+    path = folder / "config"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_server_files(
+    folder: str | Path,
+    users: Mapping[str, str],
+    *,
+    admins: Iterable[str],
+    readers: Iterable[str],
+    host: str,
+    port: int,
+    max_connections: int = 32,
+    auth_delay: float = 0.05,
+    log_level: str = "warning",
+) -> Path:
+    """Check the accounts, make `folder/collections` and write users, rights and config files.
+
+    Returns the config file, ready for `radicale_command`.
+    """
+    admins, readers = tuple(admins), tuple(readers)
+    check_accounts(users, admins, readers)
+    root = Path(folder).resolve()
+    (root / "collections").mkdir(parents=True, exist_ok=True)
+    write_users(root, users)
+    write_rights(root, admins, readers)
+    return write_config(
+        root, host, port,
+        max_connections=max_connections, auth_delay=auth_delay, log_level=log_level,
+    )  # fmt: skip
+
+
+def radicale_command(config: Path) -> list[str]:
+    """The command line that runs Radicale with `config` (through `cas.lab.radicale_main`)."""
+    return [sys.executable, "-m", "cas.lab.radicale_main", "--config", str(config)]
+
+
+def radicale_environment() -> dict[str, str]:
+    """This process's environment without RADICALE_CONFIG, so only `--config` is read."""
+    return {k: v for k, v in os.environ.items() if k != "RADICALE_CONFIG"}
 
 
 def _free_port(host: str) -> int:
@@ -329,6 +408,13 @@ __all__ = [
     "RadicaleError",
     "RadicaleServer",
     "calendar_url_for",
+    "check_accounts",
     "ensure_calendar",
     "put_event",
+    "radicale_command",
+    "radicale_environment",
+    "write_config",
+    "write_rights",
+    "write_server_files",
+    "write_users",
 ]

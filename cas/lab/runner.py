@@ -132,6 +132,7 @@ class Lab:
             "caldav-cas": secrets.token_urlsafe(12),
             "client": secrets.token_urlsafe(12),
             "cluster": secrets.token_urlsafe(32),  # signs node-to-node requests
+            "admin-token": secrets.token_urlsafe(24),  # the admin API (cache invalidation)
         }
         self.client_user = "scheduler"
 
@@ -143,9 +144,9 @@ class Lab:
         for name, value in self.passwords.items():
             _write_secret(secret_dir / name, value)
         self.ca = make_ca(self.root / "tls")
-        self.node_cert: CertPair = issue_cert(
-            self.ca, self.root / "tls", "node", ["localhost", "127.0.0.1"]
-        )
+        # Nodes are reached at 127.0.0.1 but found through SRV by name, and verified by that name.
+        names = ["localhost", "127.0.0.1", *(node.host for node in self.topology.nodes)]
+        self.node_cert: CertPair = issue_cert(self.ca, self.root / "tls", "node", names)
         names = [site.name for site in self.topology.sites]
         directory = generate_directory(names, self.options.mailboxes_per_site, DOMAIN)
         taken = {m.address for people in directory.values() for m in people}
@@ -282,6 +283,8 @@ class Lab:
             "settings": {
                 "cluster_secret_file": str(secret_dir / "cluster"),
                 "peer_ca_file": str(self.ca.cert),
+                "admin_token_file": str(secret_dir / "admin-token"),
+                "shutdown_drain_seconds": 0,  # no load balancer to drain from on loopback
             },
             "domains": [DOMAIN],
             "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout_seconds": 1},
@@ -384,6 +387,7 @@ class Lab:
             "ca_cert": str(self.ca.cert),
             "sitemap": str(self.sitemap_path),
             "client": {"username": self.client_user, "password": self.passwords["client"]},
+            "admin_token": self.passwords["admin-token"],
             "sites": [
                 {
                     "name": site.name,

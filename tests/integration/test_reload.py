@@ -107,7 +107,7 @@ def test_sighup_reloads_a_running_node(tmp_path: Path) -> None:
     write(path, port, "ann@contoso.test")
     process = subprocess.Popen(
         [sys.executable, "-m", "cas", "serve", "--config", str(path), "--port", str(port),
-         "--set", "reload_check_seconds=3600"],
+         "--set", "reload_check_seconds=3600", "--set", "shutdown_drain_seconds=0"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:

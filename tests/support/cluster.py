@@ -187,6 +187,7 @@ def start_cluster(
             "cluster_secret_file": str(root / "cluster-secret"),
             "peer_ca_file": str(ca.ca_pem),
             "admin_token_file": str(root / "admin-token"),
+            "shutdown_drain_seconds": 0,
             **(settings or {}),
         },
         "domains": ["contoso.test"],
