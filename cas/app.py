@@ -71,6 +71,7 @@ def cache_policy(settings: Settings) -> CachePolicy:
         max_stale_seconds=settings.cache_max_stale_seconds,
         negative_ttl_seconds=settings.cache_negative_seconds,
         fetch_timeout_seconds=settings.request_timeout_seconds,
+        local_seconds=settings.cache_local_seconds,
     )
 
 

@@ -134,6 +134,12 @@ OPTIONS: tuple[Option, ...] = (
         "How long a calendar the backend says does not exist is remembered as missing.",
     ),
     Option(
+        "cache_local_seconds",
+        _non_negative_float,
+        1.0,
+        "How long a node keeps its own copy of cached pieces in front of Redis; 0 disables.",
+    ),
+    Option(
         "remote_cache_seconds",
         _non_negative_float,
         60.0,

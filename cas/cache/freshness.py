@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
@@ -60,6 +61,8 @@ class CachePolicy:
     max_stale_seconds: float = 86_400.0
     negative_ttl_seconds: float = 60.0
     fetch_timeout_seconds: float = 30.0
+    local_seconds: float = 1.0  # in-process copies in front of the site's store; 0 disables
+    local_entries: int = 20_000
 
     @property
     def piece_ttl(self) -> float:
@@ -89,6 +92,10 @@ class CachedBackend:
         self.metrics = metrics
         self.variant = variant
         self._flights: dict[str, asyncio.Task[list[Piece]]] = {}
+        # A short-lived first level in front of the shared store: a repeated lookup costs no
+        # round trip. Entries live `policy.local_seconds` at most, so another node's write or an
+        # invalidation elsewhere is seen within that time; this node's own are seen at once.
+        self._local: OrderedDict[str, tuple[float, Piece]] = OrderedDict()
 
     # --- the read path ---------------------------------------------------------------------
 
@@ -149,23 +156,54 @@ class CachedBackend:
 
     async def _read(self, mailbox: Mailbox, days: Sequence[date]) -> list[Piece | None]:
         keys = [piece_key(self.site, mailbox.address, d, self.variant) for d in days]
+        pieces: list[Piece | None] = [self._local_get(k) for k in keys]
+        missing = [i for i, p in enumerate(pieces) if p is None]
+        if not missing:
+            return pieces
         try:
-            raw = await self.store.get_many(keys)
+            raw = await self.store.get_many([keys[i] for i in missing])
         except CacheUnavailable:
-            return [None] * len(days)
-        pieces: list[Piece | None] = []
-        for blob in raw:
+            return pieces
+        for i, blob in zip(missing, raw):
+            if blob is None:
+                continue
             try:
-                pieces.append(decode_piece(blob) if blob is not None else None)
+                pieces[i] = decode_piece(blob)
             except ValueError:
-                pieces.append(None)
+                continue
+            self._local_put(keys[i], pieces[i])  # type: ignore[arg-type]
         return pieces
+
+    def _local_get(self, key: str) -> Piece | None:
+        entry = self._local.get(key)
+        if entry is None:
+            return None
+        if entry[0] < time.monotonic():
+            del self._local[key]
+            return None
+        return entry[1]
+
+    def _local_put(self, key: str, piece: Piece) -> None:
+        if self.policy.local_seconds <= 0:
+            return
+        self._local[key] = (time.monotonic() + self.policy.local_seconds, piece)
+        self._local.move_to_end(key)
+        while len(self._local) > self.policy.local_entries:
+            self._local.popitem(last=False)
+
+    def forget_local(self, address: str) -> None:
+        """Drop this node's first-level copies of one mailbox (after an invalidation)."""
+        prefix = mailbox_prefix(self.site, address)
+        for key in [k for k in self._local if k.startswith(prefix)]:
+            del self._local[key]
 
     async def _write(self, mailbox: Mailbox, pieces: Sequence[Piece]) -> None:
         items = [
             (piece_key(self.site, mailbox.address, p.day, self.variant), encode_piece(p))
             for p in pieces
         ]
+        for (key, _), piece in zip(items, pieces):
+            self._local_put(key, piece)
         try:
             await self.store.set_many(items, self.policy.piece_ttl)
         except CacheUnavailable:
@@ -291,6 +329,7 @@ class CachedBackend:
     async def invalidate(self, mailbox: Mailbox | str) -> int:
         """Drop everything cached for a mailbox (all days, its negative entry)."""
         address = mailbox if isinstance(mailbox, str) else mailbox.address
+        self.forget_local(address)
         try:
             return await self.store.delete_matching(mailbox_prefix(self.site, address))
         except CacheUnavailable:

@@ -96,6 +96,10 @@ class ApiEndpoints:
             try:
                 dropped = 0
                 if mailbox.site == self.site:
+                    for backend in self.runtime().backends.values():
+                        forget = getattr(backend, "forget_local", None)
+                        if forget is not None:
+                            forget(mailbox.address)
                     dropped += await self.store.delete_matching(mailbox_prefix(self.site, mailbox.address))
                 dropped += await self.store.delete_matching(remote_prefix(mailbox.site, mailbox.address))
             except CacheUnavailable as exc:

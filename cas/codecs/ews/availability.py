@@ -9,6 +9,8 @@ checks types, not limits (`cas.model.availability.check_limits` does that).
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -262,14 +264,27 @@ def _render_event(
             sub(info, t(name), _bool(flag))
 
 
+@functools.lru_cache(maxsize=256)
+def _zone_element(timezone_name: str, year: int) -> etree._Element | None:
+    """The rendered SerializableTimeZone of a zone for a year (copied into each answer)."""
+    try:
+        rules = rules_for_year(timezone_name, year)
+    except ValueError:
+        return None
+    holder = etree.Element(t("WorkingHours"))
+    return render_zone_rules(holder, rules)
+
+
 def _render_working_hours(parent: etree._Element, hours: WorkingHours, window: Window) -> None:
     try:
         year = window.start.astimezone(zone(hours.timezone)).year
-        rules = rules_for_year(hours.timezone, year)
     except ValueError:
         return  # an unknown zone: no WorkingHours rather than wrong ones
+    rendered = _zone_element(hours.timezone, year)
+    if rendered is None:
+        return
     elem = sub(parent, t("WorkingHours"))
-    render_zone_rules(elem, rules)
+    elem.append(copy.deepcopy(rendered))
     periods = sub(elem, t("WorkingPeriodArray"))
     for period in hours.periods:
         item = sub(periods, t("WorkingPeriod"))

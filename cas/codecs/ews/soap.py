@@ -8,6 +8,7 @@ the server version from it) and the SOAP fault shape exchangelib parses (referen
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -88,11 +89,14 @@ class SoapRequest:
     tz_context: str | None = None
 
 
+@functools.lru_cache(maxsize=512)
+def _either(name: str) -> tuple[str, str]:
+    return t(name), m(name)
+
+
 def children(parent: etree._Element, name: str) -> Iterator[etree._Element]:
     """Child elements called `name` in the types or messages namespace (clients mix them up)."""
-    for child in parent:
-        if isinstance(child.tag, str) and child.tag in (t(name), m(name)):
-            yield child
+    return parent.iterchildren(*_either(name))  # type: ignore[no-any-return]
 
 
 def child(parent: etree._Element, name: str) -> etree._Element | None:

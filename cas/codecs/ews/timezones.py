@@ -120,7 +120,29 @@ def _parse_transition(elem: etree._Element) -> TransitionRule | None:
 
 
 def parse_serializable_time_zone(elem: etree._Element) -> RuleTimeZone:
-    """A request's `t:TimeZone` as a tzinfo; the raw values stay in `.rules`."""
+    """A request's `t:TimeZone` as a tzinfo; the raw values stay in `.rules`.
+
+    Clients send the same zone with every request, so the result is kept per canonical form
+    of the element (a bounded cache; a RuleTimeZone is immutable and safe to share).
+    """
+    return _parse_serializable_time_zone_cached(etree.tostring(elem, method="c14n"), elem)
+
+
+_ZONE_CACHE: dict[bytes, RuleTimeZone] = {}
+_ZONE_CACHE_SIZE = 256
+
+
+def _parse_serializable_time_zone_cached(key: bytes, elem: etree._Element) -> RuleTimeZone:
+    found = _ZONE_CACHE.get(key)
+    if found is None:
+        found = _parse_serializable_time_zone(elem)
+        if len(_ZONE_CACHE) >= _ZONE_CACHE_SIZE:
+            _ZONE_CACHE.pop(next(iter(_ZONE_CACHE)))
+        _ZONE_CACHE[key] = found
+    return found
+
+
+def _parse_serializable_time_zone(elem: etree._Element) -> RuleTimeZone:
     standard_elem, daylight_elem = child(elem, "StandardTime"), child(elem, "DaylightTime")
     standard = _parse_transition(standard_elem) if standard_elem is not None else None
     daylight = _parse_transition(daylight_elem) if daylight_elem is not None else None

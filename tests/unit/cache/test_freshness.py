@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -216,8 +217,16 @@ class Broken(CacheStore):
 
 
 async def test_without_a_store_every_lookup_goes_to_the_backend() -> None:
-    backend, _ = cached(store=Broken())
+    no_local = replace(POLICY, local_seconds=0)
+    backend, _ = cached(store=Broken(), policy=no_local)
     for _ in range(3):
         data = await backend.fetch(ANN, DAY)
         assert data.freshness.source == "backend" and busy_hours(data) == [9]
     assert backend.inner.calls == 3
+
+
+async def test_the_node_s_own_short_lived_copy_still_serves_while_the_store_is_down() -> None:
+    backend, _ = cached(store=Broken())  # local_seconds 1.0 by default
+    await backend.fetch(ANN, DAY)
+    again = await backend.fetch(ANN, DAY)
+    assert backend.inner.calls == 1 and again.freshness.source == "cache"
