@@ -18,16 +18,15 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
 import httpx
+
+from cas.lab.process import ManagedProcess, free_port
 
 DEFAULT_START_TIMEOUT = 20.0
 DEFAULT_STOP_GRACE = 5.0
@@ -69,7 +68,9 @@ class RadicaleServer:
         self.start_timeout = start_timeout
         self.auth_delay = auth_delay
         self.max_connections = max_connections
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess(
+            "Radicale", self.folder / "radicale.log", error=RadicaleError
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -82,15 +83,15 @@ class RadicaleServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "radicale.log"
+        return self._process.log_path
 
     def start(self) -> RadicaleServer:
         """Start Radicale and wait until it answers HTTP; raise `RadicaleError` if it does not."""
@@ -101,31 +102,12 @@ class RadicaleServer:
         self._write_users()
         self._write_rights()
         attempts = 1 if self._fixed_port is not None else 3
-        for attempt in range(attempts):
-            self.port = self._fixed_port or _free_port(self.host)
-            self._write_config()
-            self._spawn()
-            try:
-                self._wait_until_answering()
-                return self
-            except RadicaleError:
-                self._reap()
-                if attempt + 1 == attempts or "in use" not in self.log_tail():
-                    raise
-        raise AssertionError("unreachable")
+        self._process.start_retrying(self._launch, attempts, clean_up=self._reap)
+        return self
 
     def stop(self, grace: float = DEFAULT_STOP_GRACE) -> None:
         """Terminate the process (by PID), kill it after `grace` seconds, and reap it."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(grace)
+        self._process.stop(grace)
 
     def __enter__(self) -> RadicaleServer:
         return self.start()
@@ -139,45 +121,27 @@ class RadicaleServer:
         self.stop()
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self._process.log_tail(chars)
 
     # --- internals -------------------------------------------------------------------------
 
-    def _spawn(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                radicale_command(self.folder / "config"),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.folder,
-                env=radicale_environment(),
-            )
+    def _launch(self, attempt: int) -> None:
+        self.port = self._fixed_port or free_port(self.host)
+        self._write_config()
+        self._process.spawn(
+            radicale_command(self.folder / "config"), cwd=self.folder, env=radicale_environment()
+        )
+        self._process.wait_until(self._answers, self.start_timeout, f"at {self.url}")
+
+    def _answers(self) -> bool:
+        try:
+            httpx.request("OPTIONS", self.url, timeout=1.0, trust_env=False)
+        except httpx.TransportError:
+            return False
+        return True
 
     def _reap(self) -> None:
         self.stop(grace=1.0)
-
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RadicaleError(
-                    f"Radicale exited with status {self._process.returncode} during start; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            try:
-                httpx.request("OPTIONS", self.url, timeout=1.0, trust_env=False)
-                return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise RadicaleError(
-            f"Radicale did not answer at {self.url} within {self.start_timeout}s; "
-            f"log tail:\n{self.log_tail()}"
-        )
 
     def _write_users(self) -> None:
         write_users(self.folder, self.users)
@@ -318,12 +282,6 @@ def radicale_command(config: Path) -> list[str]:
 def radicale_environment() -> dict[str, str]:
     """This process's environment without RADICALE_CONFIG, so only `--config` is read."""
     return {k: v for k, v in os.environ.items() if k != "RADICALE_CONFIG"}
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 # --- seeding over CalDAV -------------------------------------------------------------------

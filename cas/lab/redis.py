@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +20,8 @@ from typing import Self
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from cas.lab.process import ManagedProcess, free_port
 
 __all__ = ["RedisProcess", "RedisProcessError", "TlsFiles", "find_redis_server"]
 
@@ -90,7 +89,9 @@ class RedisProcess:
         self.socket_path = self.folder / "redis.sock" if unix_socket else None
         self._cluster_port: int | None = None
         self._fixed_ports = port is not None
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess(
+            "redis-server", self.folder / "redis.log", error=RedisProcessError
+        )
 
     # --- where it is -----------------------------------------------------------------------
 
@@ -116,21 +117,18 @@ class RedisProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "redis.log"
+        return self._process.log_path
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self._process.log_tail(chars)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -146,39 +144,27 @@ class RedisProcess:
             )
         self.folder.mkdir(parents=True, exist_ok=True)
         attempts = 1 if self._fixed_ports else 3
-        for attempt in range(attempts):
+
+        def launch(attempt: int) -> None:
+            if attempt > 0:  # the last free ports were taken meanwhile: choose new ones
+                self.port = self.tls_port = self._cluster_port = None
             self._choose_ports()
             self._spawn(binary)
-            try:
-                self._wait_until_answering()
-                self._fixed_ports = True
-                return self
-            except RedisProcessError:
-                self.kill()
-                if attempt + 1 == attempts or "in use" not in self.log_tail():
-                    raise
-                self.port = self.tls_port = self._cluster_port = None
-        raise AssertionError("unreachable")
+            self._process.wait_until(
+                self._answers, self.start_timeout, f"on {self.host}:{self.port}", interval=0.02
+            )
+            self._fixed_ports = True
+
+        self._process.start_retrying(launch, attempts, clean_up=self.kill)
+        return self
 
     def stop(self, grace: float = DEFAULT_STOP_GRACE) -> None:
         """SIGTERM by PID, SIGKILL after `grace` seconds, and reap."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(grace)
+        self._process.stop(grace)
 
     def kill(self) -> None:
         """SIGKILL by PID (a crash: no shutdown); the ports stay reserved for `restart()`."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait(DEFAULT_STOP_GRACE)
+        self._process.kill(DEFAULT_STOP_GRACE)
 
     def restart(self) -> RedisProcess:
         """Stop if running, then start on the same ports (data is gone: no persistence)."""
@@ -212,11 +198,11 @@ class RedisProcess:
     # --- internals -------------------------------------------------------------------------
 
     def _choose_ports(self) -> None:
-        self.port = self.port or _free_port(self.host)
+        self.port = self.port or free_port(self.host)
         if self.tls is not None:
-            self.tls_port = self.tls_port or _free_port(self.host)
+            self.tls_port = self.tls_port or free_port(self.host)
         if self.cluster:
-            self._cluster_port = self._cluster_port or _free_port(self.host)
+            self._cluster_port = self._cluster_port or free_port(self.host)
 
     def _arguments(self, binary: str) -> list[str]:
         # A config file for what must not show in `ps` (the password) and for Sentinel, which
@@ -266,49 +252,23 @@ class RedisProcess:
     def _spawn(self, binary: str) -> None:
         if self.cluster:  # a restarted node starts empty, like its data
             (self.folder / f"nodes-{self.port}.conf").unlink(missing_ok=True)
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                self._arguments(binary),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                cwd=self.folder,
-            )
+        self._process.spawn(self._arguments(binary), cwd=self.folder)
 
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise RedisProcessError(
-                    f"redis-server exited with status {self._process.returncode} during start; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            try:
-                with redis.Redis(
-                    host=self.host,
-                    port=self._require_port(),
-                    password=self.password,
-                    socket_timeout=0.5,
-                    socket_connect_timeout=0.5,
-                    retry=Retry(NoBackoff(), 0),
-                ) as probe:
-                    if probe.ping():
-                        return
-            except redis.RedisError:
-                time.sleep(0.02)
-        raise RedisProcessError(
-            f"redis-server did not answer on {self.host}:{self.port} within "
-            f"{self.start_timeout}s; log tail:\n{self.log_tail()}"
-        )
+    def _answers(self) -> bool:
+        try:
+            with redis.Redis(
+                host=self.host,
+                port=self._require_port(),
+                password=self.password,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
+                retry=Retry(NoBackoff(), 0),
+            ) as probe:
+                return bool(probe.ping())
+        except redis.RedisError:
+            return False
 
     def _require_port(self) -> int:
         if self.port is None:
             raise RedisProcessError("redis-server is not started")
         return self.port
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])

@@ -10,11 +10,7 @@ the server object has synchronous twins for scripts and tests.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +20,7 @@ from urllib.parse import quote
 
 import httpx
 
+from cas.lab.process import ManagedProcess, free_port
 from cas.legacy.directory import DirectoryEntry, write_directory_json
 from cas.legacy.months import Interval
 
@@ -114,12 +111,6 @@ async def publish_ics(
     return _checked(response)
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
-
-
 class LegacyServer:
     """One `cas legacy-server` process; `directory` maps SMTP address -> (legacy DN, name)."""
 
@@ -138,7 +129,9 @@ class LegacyServer:
         self._fixed_port = port
         self.port: int | None = None
         self.start_timeout = start_timeout
-        self._process: subprocess.Popen[bytes] | None = None
+        self._process = ManagedProcess(
+            "legacy server", self.folder / "legacy-server.log", error=LegacyServerError
+        )
 
     @property
     def url(self) -> str:
@@ -154,21 +147,18 @@ class LegacyServer:
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     @property
     def log_path(self) -> Path:
-        return self.folder / "legacy-server.log"
+        return self._process.log_path
 
     def log_tail(self, chars: int = 2000) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except OSError:
-            return ""
+        return self._process.log_tail(chars)
 
     def start(self) -> LegacyServer:
         """Start the process and wait until `/healthz` answers; `LegacyServerError` otherwise."""
@@ -178,64 +168,31 @@ class LegacyServer:
         directory_file = write_directory_json(self.folder / "directory.json", self.directory)
         reuse = self._fixed_port or self.port
         attempts = 1 if self._fixed_port is not None else 3
-        for attempt in range(attempts):
-            self.port = reuse if (reuse and attempt == 0) else _free_port(self.host)
-            self._spawn(directory_file)
-            try:
-                self._wait_until_answering()
-                return self
-            except LegacyServerError:
-                self.stop(grace=1.0)
-                if attempt + 1 == attempts or "in use" not in self.log_tail():
-                    raise
-        raise AssertionError("unreachable")
 
-    def _spawn(self, directory_file: Path) -> None:
-        command = [
-            sys.executable, "-m", "cas", "legacy-server",
-            "--data", str(self.folder / "data"),
-            "--directory", str(directory_file),
-            "--host", self.host, "--port", str(self.port),
-        ]
-        with self.log_path.open("ab") as log:
-            self._process = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.folder,
-                env=dict(os.environ),
-            )
+        def launch(attempt: int) -> None:
+            self.port = reuse if (reuse and attempt == 0) else free_port(self.host)
+            command = [
+                sys.executable, "-m", "cas", "legacy-server",
+                "--data", str(self.folder / "data"),
+                "--directory", str(directory_file),
+                "--host", self.host, "--port", str(self.port),
+            ]  # fmt: skip
+            self._process.spawn(command, cwd=self.folder)
+            self._process.wait_until(self._healthy, self.start_timeout, f"at {self.url}")
 
-    def _wait_until_answering(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            assert self._process is not None
-            if self._process.poll() is not None:
-                raise LegacyServerError(
-                    f"legacy server exited with status {self._process.returncode} during "
-                    f"start; log tail:\n{self.log_tail()}"
-                )
-            try:
-                health = httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False)
-                if health.status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise LegacyServerError(
-            f"legacy server did not answer at {self.url} within {self.start_timeout}s; "
-            f"log tail:\n{self.log_tail()}"
-        )
+        self._process.start_retrying(launch, attempts, clean_up=lambda: self.stop(grace=1.0))
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            health = httpx.get(f"{self.url}/healthz", timeout=1.0, trust_env=False)
+        except httpx.TransportError:
+            return False
+        return health.status_code == 200
 
     def stop(self, grace: float = DEFAULT_STOP_GRACE) -> None:
         """Terminate the process (by PID), kill it after `grace` seconds, and reap it."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(grace)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(grace)
+        self._process.stop(grace)
 
     def __enter__(self) -> LegacyServer:
         return self.start()
