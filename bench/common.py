@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -90,14 +90,17 @@ def client_for(manifest: dict) -> httpx.Client:
 
 
 def measure(client: httpx.Client, url: str, body: bytes, rounds: int, max_seconds: float,
-            expect: int) -> list[float]:
+            expect: int, before: Callable[[], None] | None = None) -> list[float]:
     """Milliseconds per request, at most `rounds` requests and about `max_seconds` long.
 
+    `before`, when given, runs ahead of each request, untimed (e.g. dropping the cache).
     Fails loudly unless every answer has `expect` mailboxes answered without error.
     """
     timings: list[float] = []
     stop = time.monotonic() + max_seconds
     for _ in range(rounds):
+        if before is not None:
+            before()
         began = time.perf_counter()
         response = client.post(url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"})
         timings.append((time.perf_counter() - began) * 1000)
@@ -110,6 +113,29 @@ def measure(client: httpx.Client, url: str, body: bytes, rounds: int, max_second
         if time.monotonic() > stop:
             break
     return timings
+
+
+def cold(client: httpx.Client, manifest: dict, addresses: list[str]) -> Callable[[], None]:
+    """A `before` hook that drops every site's cached data for `addresses` (admin API)."""
+    token = manifest["admin_token"]
+    by_site: dict[str, list[str]] = {}
+    for mailbox in manifest["mailboxes"]:
+        if mailbox["address"] in addresses:
+            by_site.setdefault(mailbox["site"], []).append(mailbox["address"])
+    nodes = {site["name"]: site["nodes"] for site in manifest["sites"]}
+
+    def drop() -> None:
+        for site, names in by_site.items():
+            for node in nodes[site]:  # each node's own first-level copies too
+                r = client.post(node + "/api/v1/cache/invalidate", json={"addresses": names},
+                                headers={"Authorization": f"Bearer {token}"}, auth=None)
+                if r.status_code != 200:
+                    raise SystemExit(f"invalidation failed: HTTP {r.status_code} {r.text[:200]}")
+        for entry in nodes[next(iter(nodes))][:1]:  # the entry node's copies of remote answers
+            client.post(entry + "/api/v1/cache/invalidate", json={"addresses": addresses},
+                        headers={"Authorization": f"Bearer {token}"}, auth=None)
+
+    return drop
 
 
 def p95(values: list[float]) -> float:

@@ -12,8 +12,8 @@ Prints median and p95 latency and their ratio to the backend delay (the target i
 2.5, 125 ms at 50 ms). Each case also runs with no added delay, which gives the CPU floor of
 the case on this machine (Radicale answers one request at a time per process, a few ms each);
 `delay cost` is what the 50 ms added on top of that floor. A serial fan-out would add about
-100 x 50 ms; a parallel one adds about one delay. There is no cache yet: every round is a
-cold read of every calendar.
+100 x 50 ms; a parallel one adds about one delay. Before each timed round the cache is dropped
+through the admin API (untimed), so every round is a cold read of every calendar.
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import client_for, measure, median, p95, request_body, running_lab, today_utc  # noqa: E402
+from common import (  # noqa: E402
+    client_for, cold, measure, median, p95, request_body, running_lab, today_utc,
+)
 
 
 def run_case(lab_args: list[str], count: int, rounds: int, max_seconds: float) -> list[float]:
@@ -37,8 +39,9 @@ def run_case(lab_args: list[str], count: int, rounds: int, max_seconds: float) -
             start += dt.timedelta(days=1)
         body = request_body(addresses, start, start + dt.timedelta(days=1))
         with client_for(manifest) as client:
-            measure(client, url, body, 3, max_seconds, len(addresses))  # connections warm
-            return measure(client, url, body, rounds, max_seconds, len(addresses))
+            drop = cold(client, manifest, addresses)  # every timed round reads every calendar
+            measure(client, url, body, 3, max_seconds, len(addresses), drop)  # connections warm
+            return measure(client, url, body, rounds, max_seconds, len(addresses), drop)
 
 
 def main() -> int:
