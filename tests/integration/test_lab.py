@@ -246,6 +246,29 @@ def test_the_old_front_door_of_a_node_answers_davmail_and_zimbra(lab) -> None:
     assert items["nobody@contoso.test"] == "4" * 28  # unknown, never free
 
 
+def test_cas_lookup_finds_every_site_through_the_lab_dns(lab, tmp_path) -> None:
+    manifest, _ = lab
+    path = tmp_path / "lab.json"
+    path.write_text(json.dumps(manifest))
+    one_per_site = {}
+    for mailbox in manifest["mailboxes"]:
+        one_per_site.setdefault((mailbox["site"], mailbox["kind"]), mailbox["address"])
+    addresses = list(one_per_site.values())
+    done = subprocess.run(
+        [sys.executable, "-m", "cas", "lookup", *addresses, "--manifest", str(path), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    document = json.loads(done.stdout)
+    attendees = document["attendees"] if isinstance(document, dict) else document
+    assert [a["address"] for a in attendees] == addresses
+    assert all(a["status"] == "ok" for a in attendees), attendees
+    # each was asked of a node of its own site, found through SRV and Autodiscover
+    nodes = {s["name"]: s["nodes"] for s in manifest["sites"]}
+    for attendee, ((site, _), _) in zip(attendees, one_per_site.items()):
+        assert any(attendee["ews_url"].startswith(n) for n in nodes[site]), attendee
+
+
 def ssl_context(manifest: dict):
     import ssl
 
