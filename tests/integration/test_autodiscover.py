@@ -10,7 +10,6 @@ exchanged are otherwise what a client sends).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import pathlib
 import tempfile
 import uuid

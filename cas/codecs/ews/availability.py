@@ -9,7 +9,6 @@ checks types, not limits (`cas.model.availability.check_limits` does that).
 
 from __future__ import annotations
 
-import copy
 import functools
 import re
 from collections.abc import Sequence
@@ -17,18 +16,20 @@ from datetime import datetime, timedelta, timezone, tzinfo
 
 from lxml import etree
 
-from cas.codecs.ews.freshness import freshness_header
+from cas.codecs.ews.freshness import FRESHNESS_NS
 from cas.codecs.ews.soap import (
+    MESSAGES_NS,
+    SERVER_VERSION_INFO,
+    SOAP_NS,
+    TYPES_NS,
     SoapRequest,
     child,
     children,
-    element,
     m,
-    render_envelope,
     require,
-    sub,
     t,
     text_of,
+    xml_text,
 )
 from cas.codecs.ews.timezones import (
     parse_serializable_time_zone,
@@ -241,90 +242,140 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _render_event(
-    parent: etree._Element, event: Event, request: AvailabilityRequest, details: bool
-) -> None:
-    item = sub(parent, t("CalendarEvent"))
-    sub(item, t("StartTime"), wall_time(event.start, request.tz))
-    sub(item, t("EndTime"), wall_time(event.end, request.tz))
-    sub(item, t("BusyType"), wire_busy_type(event.busy_type, request.server_version).value)
+# --- the answer ---------------------------------------------------------------------------------
+#
+# The answer is written as text, not built as an lxml tree: it is the hot path of every lookup
+# and its shape is fixed by the schema. Every text and attribute value goes through `_text` /
+# `_attr`, which drop characters XML cannot carry and escape the rest; the schema tests, the
+# golden files and exchangelib's own parser check the result.
+
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
+_ATTR_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+)
+_ENVELOPE_START = (
+    "<?xml version='1.0' encoding='utf-8'?>\n"
+    f'<s:Envelope xmlns:s="{SOAP_NS}" xmlns:m="{MESSAGES_NS}" xmlns:t="{TYPES_NS}">'
+    "<s:Header><t:ServerVersionInfo "
+    + " ".join(f'{name}="{value}"' for name, value in SERVER_VERSION_INFO)
+    + "/>"
+)
+
+
+def _text(value: str) -> str:
+    return xml_text(value).translate(_ESCAPES)
+
+
+def _attr(value: str) -> str:
+    return xml_text(value).translate(_ATTR_ESCAPES)
+
+
+def _event(out: list[str], event: Event, request: AvailabilityRequest, details: bool) -> None:
+    busy = wire_busy_type(event.busy_type, request.server_version).value
+    out.append(
+        f"<t:CalendarEvent><t:StartTime>{wall_time(event.start, request.tz)}</t:StartTime>"
+        f"<t:EndTime>{wall_time(event.end, request.tz)}</t:EndTime><t:BusyType>{busy}</t:BusyType>"
+    )
     if details and event.details is not None:
         d = event.details
-        info = sub(item, t("CalendarEventDetails"))
+        out.append("<t:CalendarEventDetails>")
         for name, text in (("ID", d.id), ("Subject", d.subject), ("Location", d.location)):
             if text is not None:
-                sub(info, t(name), text)
-        for name, flag in (
-            ("IsMeeting", d.is_meeting),
-            ("IsRecurring", d.is_recurring),
-            ("IsException", d.is_exception),
-            ("IsReminderSet", d.is_reminder_set),
-            ("IsPrivate", d.is_private),
-        ):
-            sub(info, t(name), _bool(flag))
+                out.append(f"<t:{name}>{_text(text)}</t:{name}>")
+        out.append(
+            f"<t:IsMeeting>{_bool(d.is_meeting)}</t:IsMeeting>"
+            f"<t:IsRecurring>{_bool(d.is_recurring)}</t:IsRecurring>"
+            f"<t:IsException>{_bool(d.is_exception)}</t:IsException>"
+            f"<t:IsReminderSet>{_bool(d.is_reminder_set)}</t:IsReminderSet>"
+            f"<t:IsPrivate>{_bool(d.is_private)}</t:IsPrivate></t:CalendarEventDetails>"
+        )
+    out.append("</t:CalendarEvent>")
 
 
 @functools.lru_cache(maxsize=256)
-def _zone_element(timezone_name: str, year: int) -> etree._Element | None:
-    """The rendered SerializableTimeZone of a zone for a year (copied into each answer)."""
+def _zone_text(timezone_name: str, year: int) -> str | None:
+    """The SerializableTimeZone of a zone for a year, as `<t:TimeZone>` text (once per pair)."""
     try:
         rules = rules_for_year(timezone_name, year)
     except ValueError:
         return None
-    holder = etree.Element(t("WorkingHours"))
-    return render_zone_rules(holder, rules)
+    holder = etree.Element(t("WorkingHours"), nsmap={"t": TYPES_NS})
+    rendered = etree.tostring(render_zone_rules(holder, rules), encoding="unicode")
+    return rendered.replace(f' xmlns:t="{TYPES_NS}"', "", 1)
 
 
-def _render_working_hours(parent: etree._Element, hours: WorkingHours, window: Window) -> None:
+def _working_hours(out: list[str], hours: WorkingHours, window: Window) -> None:
     try:
         year = window.start.astimezone(zone(hours.timezone)).year
     except ValueError:
         return  # an unknown zone: no WorkingHours rather than wrong ones
-    rendered = _zone_element(hours.timezone, year)
+    rendered = _zone_text(hours.timezone, year)
     if rendered is None:
         return
-    elem = sub(parent, t("WorkingHours"))
-    elem.append(copy.deepcopy(rendered))
-    periods = sub(elem, t("WorkingPeriodArray"))
+    out.append(f"<t:WorkingHours>{rendered}<t:WorkingPeriodArray>")
     for period in hours.periods:
-        item = sub(periods, t("WorkingPeriod"))
-        sub(item, t("DayOfWeek"), " ".join(period.days))
-        sub(item, t("StartTimeInMinutes"), str(period.start_minute))
-        sub(item, t("EndTimeInMinutes"), str(period.end_minute))
+        out.append(
+            f"<t:WorkingPeriod><t:DayOfWeek>{' '.join(period.days)}</t:DayOfWeek>"
+            f"<t:StartTimeInMinutes>{period.start_minute}</t:StartTimeInMinutes>"
+            f"<t:EndTimeInMinutes>{period.end_minute}</t:EndTimeInMinutes></t:WorkingPeriod>"
+        )
+    out.append("</t:WorkingPeriodArray></t:WorkingHours>")
 
 
-def _render_data(parent: etree._Element, request: AvailabilityRequest, data: MailboxData) -> None:
-    message = sub(parent, m("ResponseMessage"), None, {"ResponseClass": "Success"})
-    sub(message, m("ResponseCode"), "NoError")
+def _data(out: list[str], request: AvailabilityRequest, data: MailboxData) -> None:
     view = view_for(request.view, data)
-    elem = sub(parent, m("FreeBusyView"))
-    sub(elem, t("FreeBusyViewType"), view.value)
+    out.append(
+        '<m:ResponseMessage ResponseClass="Success"><m:ResponseCode>NoError</m:ResponseCode>'
+        f"</m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>{view.value}</t:FreeBusyViewType>"
+    )
     if view.has_merged:
         merged = data.merged
         if merged is None:
             merged = merged_free_busy(
                 data.events, request.window, request.interval_minutes, data.coverage
             )
-        sub(elem, t("MergedFreeBusy"), merged)
+        out.append(f"<t:MergedFreeBusy>{_text(merged)}</t:MergedFreeBusy>")
     if view.has_events:
-        array = sub(elem, t("CalendarEventArray"))
+        out.append("<t:CalendarEventArray>")
         for event in events_in_window(data.events, request.window):
-            _render_event(array, event, request, view.has_details)
+            _event(out, event, request, view.has_details)
+        out.append("</t:CalendarEventArray>")
         if data.working_hours is not None:
-            _render_working_hours(elem, data.working_hours, request.window)
+            _working_hours(out, data.working_hours, request.window)
+    out.append("</m:FreeBusyView>")
 
 
-def _render_error(parent: etree._Element, error: MailboxError) -> None:
-    message = sub(parent, m("ResponseMessage"), None, {"ResponseClass": "Error"})
+def _error(out: list[str], error: MailboxError) -> None:
     text = f"{error.message} (site: {error.site})" if error.site else error.message
-    sub(message, m("MessageText"), text)
-    sub(message, m("ResponseCode"), error.code)
-    sub(message, m("DescriptiveLinkKey"), "0")
+    out.append(
+        '<m:ResponseMessage ResponseClass="Error">'
+        f"<m:MessageText>{_text(text)}</m:MessageText>"
+        f"<m:ResponseCode>{_text(error.code)}</m:ResponseCode>"
+        "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>"
+    )
     if error.site:
-        details = sub(message, m("MessageXml"))
-        sub(details, t("Value"), error.site, {"Name": "Site"})
-    view = sub(parent, m("FreeBusyView"))
-    sub(view, t("FreeBusyViewType"), FreeBusyView.NONE.value)
+        out.append(f'<m:MessageXml><t:Value Name="Site">{_text(error.site)}</t:Value></m:MessageXml>')
+    out.append(
+        f"</m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>{FreeBusyView.NONE.value}"
+        "</t:FreeBusyViewType></m:FreeBusyView>"
+    )
+
+
+def _freshness(out: list[str], results: Sequence[MailboxData | MailboxError]) -> None:
+    rows = [
+        (i, r.freshness)
+        for i, r in enumerate(results)
+        if isinstance(r, MailboxData) and r.freshness is not None
+    ]
+    if not rows:
+        return
+    out.append(f'<f:Freshness xmlns:f="{FRESHNESS_NS}">')
+    for index, f in rows:
+        site = f' site="{_attr(f.site)}"' if f.site else ""
+        out.append(
+            f'<f:Mailbox index="{index}" source="{f.source}" age="{f.age_seconds:.1f}"{site}/>'
+        )
+    out.append("</f:Freshness>")
 
 
 def render_get_user_availability(
@@ -335,16 +386,18 @@ def render_get_user_availability(
         raise ValueError(
             f"{len(results)} results for {len(request.mailboxes)} mailboxes; they must pair up"
         )
-    response = element(m("GetUserAvailabilityResponse"))
-    array = sub(response, m("FreeBusyResponseArray"))
+    out = [_ENVELOPE_START]
+    _freshness(out, results)
+    out.append("</s:Header><s:Body><m:GetUserAvailabilityResponse><m:FreeBusyResponseArray>")
     for result in results:
-        item = sub(array, m("FreeBusyResponse"))
+        out.append("<m:FreeBusyResponse>")
         if isinstance(result, MailboxError):
-            _render_error(item, result)
+            _error(out, result)
         else:
-            _render_data(item, request, result)
-    header = freshness_header(results)
-    return render_envelope(response, extra_headers=[header] if header is not None else [])
+            _data(out, request, result)
+        out.append("</m:FreeBusyResponse>")
+    out.append("</m:FreeBusyResponseArray></m:GetUserAvailabilityResponse></s:Body></s:Envelope>")
+    return "".join(out).encode("utf-8")
 
 
 __all__ = [

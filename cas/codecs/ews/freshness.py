@@ -21,24 +21,10 @@ def _f(name: str) -> str:
     return f"{{{FRESHNESS_NS}}}{name}"
 
 
-def freshness_header(results: Sequence[MailboxData | MailboxError]) -> etree._Element | None:
-    """`<f:Freshness>` with one `<f:Mailbox index=.. source=.. age=.. site=..>` per known one."""
-    rows = [
-        (i, r.freshness)
-        for i, r in enumerate(results)
-        if isinstance(r, MailboxData) and r.freshness is not None
-    ]
-    if not rows:
-        return None
-    header = etree.Element(_f("Freshness"), nsmap={"f": FRESHNESS_NS})
-    for index, freshness in rows:
-        item = etree.SubElement(header, _f("Mailbox"))
-        item.set("index", str(index))
-        item.set("source", freshness.source)
-        item.set("age", f"{freshness.age_seconds:.1f}")
-        if freshness.site:
-            item.set("site", freshness.site)
-    return header
+# The header is written by `cas.codecs.ews.availability` with the rest of the answer:
+#   <f:Freshness xmlns:f="urn:x-cas:freshness:1">
+#     <f:Mailbox index="0" source="cache" age="12.5" site="eu"/> ...
+#   </f:Freshness>
 
 
 def parse_freshness_header(envelope: etree._Element) -> dict[int, Freshness]:
