@@ -19,6 +19,7 @@ from starlette.responses import Response
 
 from cas.codecs import ews
 from cas.codecs.ews.freshness import freshness_summary
+from cas.codecs.ews.memo import decode_availability, decode_envelope
 from cas.errors import (
     BodyTooLarge,
     InternalError,
@@ -98,7 +99,7 @@ class EwsEndpoint:
             body = await read_body(request, self.max_body_bytes)
             if token is not None:
                 caller = self.verify_peer(token, request, body)
-            soap = ews.parse_envelope(body)
+            soap = decode_envelope(body)
             handler = self.handlers.get(soap.operation)
             if handler is None:
                 raise UnknownOperation(
@@ -143,7 +144,7 @@ class EwsEndpoint:
     async def get_user_availability(
         self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller, headers: dict[str, str]
     ) -> bytes:
-        request = ews.parse_get_user_availability(soap)
+        request = decode_availability(soap)
         check_limits(request, self.limits)
         started = time.monotonic()
         results = await runtime.availability.availability(
