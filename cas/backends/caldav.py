@@ -168,12 +168,11 @@ class CalDavBackend:
         async with self._gate:
             with self._edge(url):
                 async with asyncio.timeout(self.config.timeout_seconds):
-                    response = await self._client.request(
+                    response = await self._read_only_request(
                         "REPORT",
                         url,
-                        content=render_calendar_query(query),
-                        headers={"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'},
-                        auth=self._auth(),
+                        render_calendar_query(query),
+                        {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'},
                     )
                 self._expect_207(response, url)
                 objects = parse_multistatus(response.content)
@@ -195,15 +194,27 @@ class CalDavBackend:
         async with self._gate:
             with self._edge(url):
                 async with asyncio.timeout(self.config.timeout_seconds):
-                    response = await self._client.request(
+                    response = await self._read_only_request(
                         "PROPFIND",
                         url,
-                        content=CTAG_PROPFIND,
-                        headers={"Depth": "0", "Content-Type": 'application/xml; charset="utf-8"'},
-                        auth=self._auth(),
+                        CTAG_PROPFIND,
+                        {"Depth": "0", "Content-Type": 'application/xml; charset="utf-8"'},
                     )
                 self._expect_207(response, url)
                 return parse_ctag(response.content)
+
+    async def _read_only_request(
+        self, method: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> httpx.Response:
+        """A read-only request, sent once more if the connection broke before an answer.
+
+        Servers that close connections under bursts (Radicale's HTTP/1.0 server) would
+        otherwise fail a mailbox for nothing; a timeout is not retried (the caller's budget).
+        """
+        try:
+            return await self._client.request(method, url, content=body, headers=headers, auth=self._auth())
+        except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            return await self._client.request(method, url, content=body, headers=headers, auth=self._auth())
 
     @staticmethod
     def _expect_207(response: httpx.Response, url: str) -> None:

@@ -527,3 +527,36 @@ def test_parse_multistatus_skips_a_listed_collection() -> None:
 def test_parse_multistatus_refuses_what_it_cannot_trust(body: bytes, message: str) -> None:
     with pytest.raises(CalendarDataError, match=message):
         parse_multistatus(body)
+
+
+# --- the backend's single retry of a broken read ----------------------------------------------
+
+
+async def test_a_read_whose_connection_broke_is_sent_once_more_and_only_once() -> None:
+    import httpx
+
+    from cas.backends.caldav import CalDavBackend
+    from sitemap.model import CalDavBackendConfig, Mailbox
+
+    calls: list[int] = []
+
+    def answer(breaks: int):
+        def handler(request: httpx.Request) -> httpx.Response:
+            calls.append(1)
+            if len(calls) <= breaks:
+                raise httpx.RemoteProtocolError("server closed the connection", request=request)
+            return httpx.Response(207, content=b'<multistatus xmlns="DAV:"/>')
+        return handler
+
+    mailbox = Mailbox("ann@contoso.test", "eu")
+    span = window(day(2024, 3, 4), day(2024, 3, 5))
+    for breaks, survives in ((1, True), (2, False)):
+        calls.clear()
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer(breaks)))
+        backend = CalDavBackend(CalDavBackendConfig(url="http://127.0.0.1:1/"), client=client)
+        if survives:
+            assert (await backend.fetch(mailbox, span)).events == ()
+        else:
+            with pytest.raises(BackendFailure, match="HTTP failure"):
+                await backend.fetch(mailbox, span)
+        assert len(calls) == 2
