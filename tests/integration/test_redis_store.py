@@ -451,7 +451,7 @@ def test_unix_url_builds_a_socket_client() -> None:
 
 def test_sentinel_url_builds_a_master_client() -> None:
     store = RedisStore.from_url(
-        "redis+sentinel://10.0.0.1:26379,10.0.0.2/cache-eu/2",
+        "redis+sentinel://127.0.0.11:26379,127.0.0.12/cache-eu/2",
         password="data-pw",
         sentinel_password="sentinel-pw",
         timeout_seconds=0.4,
@@ -463,25 +463,25 @@ def test_sentinel_url_builds_a_master_client() -> None:
     assert pool.connection_kwargs["password"] == "data-pw"
     sentinels = pool.sentinel_manager.sentinels
     addresses = [s.connection_pool.connection_kwargs for s in sentinels]
-    assert [(a["host"], a["port"]) for a in addresses] == [("10.0.0.1", 26379), ("10.0.0.2", 26379)]
+    assert [(a["host"], a["port"]) for a in addresses] == [("127.0.0.11", 26379), ("127.0.0.12", 26379)]
     assert all(a["password"] == "sentinel-pw" and a["socket_timeout"] == 0.4 for a in addresses)
-    assert store.describe() == "redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/cache-eu/2"
+    assert store.describe() == "redis+sentinel://127.0.0.11:26379,127.0.0.12:26379/cache-eu/2"
 
 
 def test_cluster_url_builds_a_cluster_client() -> None:
     store = RedisStore.from_url(
-        "rediss+cluster://10.0.0.1:7000,10.0.0.2:7001", ca_file="ca.pem", timeout_seconds=0.4
+        "rediss+cluster://127.0.0.11:7000,127.0.0.12:7001", ca_file="ca.pem", timeout_seconds=0.4
     )
     client = store.client
     assert isinstance(client, RedisCluster)
     assert [(n.host, n.port) for n in client.startup_nodes] == [
-        ("10.0.0.1", 7000),
-        ("10.0.0.2", 7001),
+        ("127.0.0.11", 7000),
+        ("127.0.0.12", 7001),
     ]
     kwargs = client.connection_kwargs
     assert kwargs["connection_class"] is SSLConnection and kwargs["ssl_ca_certs"] == "ca.pem"
     assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 0.4
-    assert store.describe() == "rediss+cluster://10.0.0.1:7000,10.0.0.2:7001"
+    assert store.describe() == "rediss+cluster://127.0.0.11:7000,127.0.0.12:7001"
 
 
 @pytest.mark.parametrize(
