@@ -240,10 +240,12 @@ def create_app(
     def current() -> Runtime:
         return holder.current
 
+    limits = Limits(settings.max_mailboxes, settings.window_max_days)
+
     ews_endpoint = EwsEndpoint(
         current,
         trust=PeerTrust(secrets, site) if secrets else None,
-        limits=Limits(settings.max_mailboxes, settings.window_max_days),
+        limits=limits,
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.timezone.utc).year,
     )
@@ -252,11 +254,11 @@ def create_app(
         current,
         store,
         site=site,
-        limits=Limits(settings.max_mailboxes, settings.window_max_days),
+        limits=limits,
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
     )
-    legacy_door = LegacyFrontDoor(current, limits=Limits(settings.max_mailboxes, settings.window_max_days))
+    legacy_door = LegacyFrontDoor(current, limits=limits)
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
