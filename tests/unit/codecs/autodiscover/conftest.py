@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from lxml import etree
+
+from tests.support.golden import golden_checker, request_loader
 
 from cas.codecs.autodiscover import UserSettings
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "autodiscover"
-UPDATE_GOLDEN = os.environ.get("CAS_UPDATE_GOLDEN") == "1"
 
 # A fixed clock and node name, so POX error stamps are reproducible.
 NOW = datetime(2024, 3, 4, 16, 56, 32, 616402)
@@ -29,36 +28,15 @@ ANN = UserSettings(
 )
 
 
-def canonical_xml(xml: bytes) -> str:
-    """C14N 2.0 without insignificant whitespace: comparable across pretty-printing."""
-    parser = etree.XMLParser(remove_blank_text=True, remove_comments=True)
-    return etree.tostring(etree.fromstring(xml, parser), method="c14n2", strip_text=True).decode()
-
-
 @pytest.fixture(scope="session")
 def request_bytes() -> Callable[[str], bytes]:
-    def load(name: str) -> bytes:
-        return (DATA / "requests" / name).read_bytes()
-
-    return load
+    return request_loader(DATA)
 
 
 @pytest.fixture(scope="session")
 def golden() -> Callable[[str, bytes], None]:
-    """`golden(name, actual)`: compare with tests/data/autodiscover/responses/<name> after C14N.
-
-    CAS_UPDATE_GOLDEN=1 rewrites the file (pretty-printed) instead; review the diff by hand.
-    """
-
-    def check(name: str, actual: bytes) -> None:
-        path = DATA / "responses" / name
-        if UPDATE_GOLDEN:
-            root = etree.fromstring(actual)
-            etree.indent(root, space="  ")
-            path.write_bytes(etree.tostring(root, xml_declaration=True, encoding="utf-8") + b"\n")
-        assert canonical_xml(actual) == canonical_xml(path.read_bytes())
-
-    return check
+    """`golden(name, actual)`: compare with tests/data/autodiscover/responses/<name> after C14N."""
+    return golden_checker(DATA)
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,8 @@ from cas.model.freebusy import (
     merged_free_busy,
 )
 from tests.support.ews_schema import validate_ews_body
-from tests.unit.codecs.ews.conftest import DATA, canonical_xml
+from tests.support.golden import canonical_xml
+from tests.unit.codecs.ews.conftest import DATA
 
 UTC = timezone.utc
 NS = {"s": SOAP_NS, "m": MESSAGES_NS, "t": TYPES_NS}
