@@ -7,12 +7,15 @@ into a per-mailbox `ErrorFreeBusyGenerationFailed`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Protocol
+
+import httpx
 
 from cas.errors import BackendFailure
 from cas.model.freebusy import MailboxData, Window, events_in_window
-from sitemap.model import Mailbox
+from sitemap.model import Mailbox, SecretUnavailable
 
 
 class MailboxBackend(Protocol):
@@ -21,6 +24,26 @@ class MailboxBackend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@contextmanager
+def http_edge(what: str, url: str, timeout_seconds: float) -> Iterator[None]:
+    """Translate failures of talking HTTP to a backend (`what` at `url`) into BackendFailure.
+
+    Each adapter wraps this with the translation of its own data errors.
+    """
+    try:
+        yield
+    except BackendFailure:
+        raise
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        raise BackendFailure(f"{what} at {url} did not answer within {timeout_seconds}s") from exc
+    except httpx.ConnectError as exc:
+        raise BackendFailure(f"cannot connect to {what} at {url}: {exc}") from exc
+    except httpx.HTTPError as exc:
+        raise BackendFailure(f"HTTP failure talking to {url}: {type(exc).__name__}: {exc}") from exc
+    except SecretUnavailable as exc:
+        raise BackendFailure(f"credentials for {url} unavailable: {exc}") from exc
 
 
 class FakeBackend:

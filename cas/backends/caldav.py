@@ -27,6 +27,7 @@ from urllib.parse import quote, urljoin
 
 import httpx
 
+from cas.backends.base import http_edge
 from cas.backends.ical import (
     CalendarDataError,
     events_from_calendar,
@@ -44,7 +45,6 @@ from cas.model.freebusy import (
 from sitemap.model import (
     CalDavBackendConfig,
     Mailbox,
-    SecretUnavailable,
     Site,
     WorkingHoursSpec,
 )
@@ -236,23 +236,10 @@ class CalDavBackend:
     def _edge(self, url: str) -> Iterator[None]:
         """Translate every failure of talking to the server at `url` into `BackendFailure`."""
         try:
-            yield
+            with http_edge("CalDAV backend", url, self.config.timeout_seconds):
+                yield
         except CalendarDataError as exc:
             raise BackendFailure(f"unusable calendar data from {url}: {exc}") from exc
-        except BackendFailure:
-            raise
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise BackendFailure(
-                f"CalDAV backend at {url} did not answer within {self.config.timeout_seconds}s"
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise BackendFailure(f"cannot connect to CalDAV backend at {url}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise BackendFailure(
-                f"HTTP failure talking to {url}: {type(exc).__name__}: {exc}"
-            ) from exc
-        except SecretUnavailable as exc:
-            raise BackendFailure(f"credentials for {url} unavailable: {exc}") from exc
 
     async def aclose(self) -> None:
         if self._owns_client:

@@ -28,6 +28,7 @@ from types import TracebackType
 
 import httpx
 
+from cas.backends.base import http_edge
 from cas.codecs.legacy.fbdata import (
     MAX_USERS,
     LegacyItemError,
@@ -44,7 +45,7 @@ from cas.model.freebusy import (
     MailboxData,
     Window,
 )
-from sitemap.model import LegacyServerConfig, Mailbox, SecretUnavailable, Site
+from sitemap.model import LegacyServerConfig, Mailbox, Site
 
 DEFAULT_FETCH_INTERVAL = 15
 DEFAULT_BATCH_DELAY = 0.002
@@ -188,23 +189,10 @@ class LegacyBackend:
         """Translate every failure of talking to the old server into `BackendFailure`."""
         url = self.url
         try:
-            yield
-        except BackendFailure:
-            raise
+            with http_edge("old server", url, self.config.timeout_seconds):
+                yield
         except LegacyResponseError as exc:
             raise BackendFailure(f"unusable answer from old server at {url}: {exc}") from exc
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise BackendFailure(
-                f"old server at {url} did not answer within {self.config.timeout_seconds}s"
-            ) from exc
-        except httpx.ConnectError as exc:
-            raise BackendFailure(f"cannot connect to old server at {url}: {exc}") from exc
-        except httpx.HTTPError as exc:
-            raise BackendFailure(
-                f"HTTP failure talking to {url}: {type(exc).__name__}: {exc}"
-            ) from exc
-        except SecretUnavailable as exc:
-            raise BackendFailure(f"credentials for {url} unavailable: {exc}") from exc
 
     async def aclose(self) -> None:
         for task in list(self._flushes):
