@@ -21,7 +21,6 @@ import base64
 import datetime as dt
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,18 +28,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from common import (  # noqa: E402
-    M, client_for, measure, median, request_body, running_lab, today_utc,
+    M,
+    client_for,
+    measure,
+    median,
+    request_body,
+    running_lab,
+    today_utc,
 )
 
+from cas.lab.process import free_port  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -131,7 +131,7 @@ class ManagedProcess:
             process.wait(grace)
 
 
-def free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port on `host` that nothing listens on right now (another process may take it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))

@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import httpx
 import yaml
 
 from cas.lab.faultproxy import FaultProxy
+from cas.lab.process import free_port
 from cas.lab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
 from cas.lab.redis import RedisProcess, RedisProcessError, find_redis_server
 from cas.lab.seed import (
@@ -98,12 +98,6 @@ class NodeProcess:
 
 class LabError(Exception):
     """A part of the lab would not start; the message says which and why."""
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _write_secret(path: Path, value: str) -> Path:
@@ -181,7 +175,7 @@ class Lab:
                 site.backend_proxy = FaultProxy("127.0.0.1", int(urlsplit(server.url).port or 0))
                 site.backend_proxy.start()
                 site.backend_proxy.delay(self.options.backend_delay_ms / 1000)
-            site.node_ports = [_free_port() for _ in range(self.options.nodes_per_site)]
+            site.node_ports = [free_port() for _ in range(self.options.nodes_per_site)]
         self._start_legacy()
         asyncio.run(self._seed_all())
         self._serve_dns()

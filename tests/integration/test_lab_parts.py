@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import httpx
 import pytest
 import yaml
 
+from cas.lab.process import free_port
 from cas.lab.radicale import RadicaleServer, calendar_url_for, ensure_calendar, put_event
 from cas.lab.seed import SeedMailbox, generate_calendar
 from cas.legacy.directory import DirectoryEntry
@@ -38,12 +38,6 @@ STOP_TIMEOUT = 10.0
 MODERN = "ann@contoso.test"
 LEGACY = "old-eu@contoso.test"
 LEGACY_DN = "/o=Contoso/ou=EU/cn=Recipients/cn=old-eu"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def cas(*argv: str, log: Path) -> subprocess.Popen[bytes]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import pytest
 
 from cas.app import create_app
 from cas.backends.base import FakeBackend
+from cas.lab.process import free_port
 from cas.model.freebusy import MailboxData
 from cas.settings import load_settings
 from sitemap.load import load_sitemap
@@ -92,12 +92,6 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
         assert wait_for(lambda: "not reloaded" in caplog.text)
         assert status_of(client, "bob@contoso.test") == 200
         assert "keeping the previous configuration" in caplog.text
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")

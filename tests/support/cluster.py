@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,14 +22,9 @@ import httpx
 import yaml
 
 from cas.lab.faultproxy import FaultProxy
+from cas.lab.process import free_port
 from cas.lab.radicale import RadicaleServer, ensure_calendar
 from tests.support.node import TestCA
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
