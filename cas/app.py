@@ -33,7 +33,12 @@ from cas.endpoints.ews import EwsEndpoint
 from cas.endpoints.legacy import LegacyFrontDoor
 from cas.forwarder import Forwarder
 from cas.model.availability import Limits
-from cas.observability import Metrics, RequestIdMiddleware, metrics_endpoint
+from cas.observability import (
+    Metrics,
+    RequestCountMiddleware,
+    RequestIdMiddleware,
+    metrics_endpoint,
+)
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.service import AvailabilityService
 from cas.settings import Settings
@@ -195,6 +200,7 @@ def runtime_builder(
                 concurrency=settings.backend_concurrency,
                 timeout_seconds=settings.request_timeout_seconds,
                 hop_limit=settings.hop_limit,
+                metrics=metrics,
             ),
             autodiscover=AutodiscoverService(
                 sitemap, SiteNodes(sitemap, resolver, local_site=site)
@@ -301,7 +307,12 @@ def create_app(
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Route("/metrics", metrics_endpoint(metrics))]
     app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(RequestIdMiddleware)]
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(RequestCountMiddleware, metrics=metrics),
+        ],
     )
     app.state.metrics = metrics
     app.state.drain = drain

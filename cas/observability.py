@@ -203,6 +203,41 @@ def configure_logging(level: int | str, site: str) -> logging.Handler:
 
 # -- metrics -------------------------------------------------------------------------------------
 
+# Which front door a path belongs to (a closed set of label values), first match wins.
+ENDPOINTS: tuple[tuple[str, str], ...] = (
+    ("/ews/", "ews"),
+    ("/autodiscover/", "autodiscover"),
+    ("/public", "legacy"),
+    ("/api/v1/availability", "json"),
+    ("/api/v1/cache/", "admin"),
+)
+
+
+def endpoint_of(path: str) -> str:
+    lowered = path.lower()
+    return next((name for prefix, name in ENDPOINTS if lowered.startswith(prefix)), "other")
+
+
+class RequestCountMiddleware:
+    """Counts every HTTP answer by front door and status (`cas_requests_total`)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        endpoint = endpoint_of(scope.get("path", ""))
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.request(endpoint, int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, counting_send)
+
 ROUTES = ("local", "remote", "legacy", "unknown")
 FORWARD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 
 from cas.backends.base import MailboxBackend
@@ -23,6 +24,7 @@ from cas.forwarder import ForwardItem, Forwarder
 from cas.model.availability import AvailabilityRequest, MailboxResult
 from cas.model.freebusy import MailboxData, Window
 from cas.model.projection import Requester, project
+from cas.observability import Metrics
 from cas.planning import Route, RouteKind, plan_routes
 from sitemap.model import Mailbox, Sitemap
 
@@ -48,6 +50,7 @@ class AvailabilityService:
         concurrency: int = 32,
         timeout_seconds: float = 10.0,
         hop_limit: int = 1,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sitemap = sitemap
         self.site = site
@@ -57,6 +60,7 @@ class AvailabilityService:
         self.concurrency = concurrency
         self.timeout_seconds = timeout_seconds
         self.hop_limit = hop_limit
+        self.metrics = metrics
 
     async def availability(
         self,
@@ -72,6 +76,9 @@ class AvailabilityService:
             timeout = max(0.0, min(timeout, budget_seconds))
         deadline = time.monotonic() + timeout
         routes = plan_routes(self.sitemap, self.site, request.mailboxes)
+        if self.metrics is not None:
+            for kind, count in Counter(route.kind.value for route in routes).items():
+                self.metrics.mailbox(kind, count)
         gate = asyncio.Semaphore(self.concurrency)
 
         local: dict[str, asyncio.Task[MailboxResult]] = {}

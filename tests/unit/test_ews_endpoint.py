@@ -236,3 +236,16 @@ async def test_get_is_not_allowed_and_health_answers() -> None:
         assert (await c.get("/EWS/Exchange.asmx")).status_code == 405
         assert (await c.get("/healthz")).text == "ok"
 
+
+
+async def test_metrics_count_answers_by_front_door_and_mailboxes_by_route() -> None:
+    async with client() as c:
+        await c.post("/EWS/Exchange.asmx", content=availability(["u0@contoso.test", "u1@contoso.test", "x@contoso.test"]))
+        await c.post("/EWS/Exchange.asmx", content=b"not xml")
+        await c.get("/public/?cmd=freebusy")
+        text = (await c.get("/metrics")).text
+    assert 'cas_requests_total{endpoint="ews",status="200"} 1.0' in text
+    assert 'cas_requests_total{endpoint="ews",status="400"} 1.0' in text
+    assert 'cas_requests_total{endpoint="legacy",status="400"} 1.0' in text
+    assert 'cas_mailboxes_total{route="local"} 2.0' in text
+    assert 'cas_mailboxes_total{route="unknown"} 1.0' in text
