@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
+from common import (
     M,
     client_for,
     measure,
@@ -38,7 +38,7 @@ from common import (  # noqa: E402
     today_utc,
 )
 
-from cas.lab.process import free_port  # noqa: E402
+from cas.lab.process import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -48,7 +48,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def wrk(url: str, body: bytes, auth: tuple[str, str], seconds: int, connections: int, tmp: Path) -> float:
+def wrk(
+    url: str, body: bytes, auth: tuple[str, str], seconds: int, connections: int, tmp: Path
+) -> float:
     """Requests per second wrk measures for POSTing `body` to `url`."""
     script = tmp / "post.lua"
     token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
@@ -62,7 +64,10 @@ def wrk(url: str, body: bytes, auth: tuple[str, str], seconds: int, connections:
     )
     out = subprocess.run(
         ["wrk", "-t", "2", "-c", str(connections), "-d", f"{seconds}s", "-s", str(script), url],
-        capture_output=True, text=True, timeout=seconds + 30, check=True,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+        check=True,
     ).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
@@ -71,16 +76,33 @@ def wrk(url: str, body: bytes, auth: tuple[str, str], seconds: int, connections:
 
 
 def throughput(args: argparse.Namespace) -> tuple[float, float]:
-    with running_lab("--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "4") as manifest, \
-            tempfile.TemporaryDirectory(prefix="cas-bench-") as tmp_name:
+    with (
+        running_lab(
+            "--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "4"
+        ) as manifest,
+        tempfile.TemporaryDirectory(prefix="cas-bench-") as tmp_name,
+    ):
         tmp = Path(tmp_name)
         tls = Path(manifest["ca_cert"]).parent
         port = free_port()
         bare_file = tmp / "bare.xml"
         server = subprocess.Popen(
-            [sys.executable, str(HERE / "serve_with_bare.py"), "--config", manifest["sitemap"],
-             "--site", "eu", "--port", str(port), "--tls-cert", str(tls / "node.pem"),
-             "--tls-key", str(tls / "node.key"), "--bare-body", str(bare_file)],
+            [
+                sys.executable,
+                str(HERE / "serve_with_bare.py"),
+                "--config",
+                manifest["sitemap"],
+                "--site",
+                "eu",
+                "--port",
+                str(port),
+                "--tls-cert",
+                str(tls / "node.pem"),
+                "--tls-key",
+                str(tls / "node.key"),
+                "--bare-body",
+                str(bare_file),
+            ],
         )
         try:
             base = f"https://127.0.0.1:{port}"
@@ -93,14 +115,17 @@ def throughput(args: argparse.Namespace) -> tuple[float, float]:
                     try:
                         if client.get(base + "/readyz").status_code == 200:
                             break
-                    except Exception:  # noqa: BLE001 - not up yet
+                    except Exception:
                         pass
                     if time.monotonic() > deadline:
                         raise SystemExit("bench server did not start")
                     time.sleep(0.2)
                 measure(client, base + "/EWS/Exchange.asmx", body, 3, 30, 1)  # warm the cache
-                answer = client.post(base + "/EWS/Exchange.asmx", content=body,
-                                     headers={"Content-Type": "text/xml; charset=utf-8"})
+                answer = client.post(
+                    base + "/EWS/Exchange.asmx",
+                    content=body,
+                    headers={"Content-Type": "text/xml; charset=utf-8"},
+                )
                 bare_file.write_bytes(answer.content)
             auth = (manifest["client"]["username"], manifest["client"]["password"])
             ews = wrk(base + "/EWS/Exchange.asmx", body, auth, args.seconds, args.connections, tmp)
@@ -117,7 +142,9 @@ def fill_caches(client, url: str, body: bytes, attempts: int = 5) -> None:  # ty
     from lxml import etree
 
     for _ in range(attempts):
-        response = client.post(url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"})
+        response = client.post(
+            url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"}
+        )
         codes = etree.fromstring(response.content).findall(f".//{{{M}}}ResponseCode")
         if response.status_code == 200 and all(c.text == "NoError" for c in codes):
             return
@@ -148,11 +175,17 @@ def main() -> int:
     from rich.table import Table
 
     ews, bare = throughput(args)
-    local = warm_latency(["--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "100"], args.rounds)
-    spread = warm_latency(["--sites", "3", "--nodes-per-site", "2", "--mailboxes-per-site", "34"], args.rounds)
+    local = warm_latency(
+        ["--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "100"], args.rounds
+    )
+    spread = warm_latency(
+        ["--sites", "3", "--nodes-per-site", "2", "--mailboxes-per-site", "34"], args.rounds
+    )
 
     console = Console()
-    table = Table(title=f"Warm single-mailbox 1-day EWS lookup, 1 uvicorn worker, wrk {args.connections} connections")
+    table = Table(
+        title=f"Warm single-mailbox 1-day EWS lookup, 1 uvicorn worker, wrk {args.connections} connections"
+    )
     for column in ("endpoint", "requests/s", "ratio to bare"):
         table.add_column(column, justify="left" if column == "endpoint" else "right")
     table.add_row("POST /EWS/Exchange.asmx (cached)", f"{ews:.0f}", f"{ews / bare:.2f}")
@@ -165,8 +198,13 @@ def main() -> int:
         table.add_column(column, justify="left" if column == "case" else "right")
     local_p99 = percentile(local, 0.99)
     for name, t in (("100 local (1 site)", local), ("100 over 3 sites", spread)):
-        table.add_row(name, str(len(t)), f"{median(t):.1f}", f"{percentile(t, 0.99):.1f}",
-                      f"{percentile(t, 0.99) / local_p99:.2f}")
+        table.add_row(
+            name,
+            str(len(t)),
+            f"{median(t):.1f}",
+            f"{percentile(t, 0.99):.1f}",
+            f"{percentile(t, 0.99) / local_p99:.2f}",
+        )
     console.print(table)
     print("target: 3-site p99 / local p99 <= 1.3")
     return 0

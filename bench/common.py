@@ -61,8 +61,17 @@ def running_lab(*args: str, timeout: float = 300) -> Iterator[dict]:
     with tempfile.TemporaryDirectory(prefix="cas-bench-") as tmp:
         manifest_path = Path(tmp) / "lab.json"
         lab = subprocess.Popen(
-            [sys.executable, "-m", "cas", "lab", *args, "--manifest", str(manifest_path),
-             "--duration", "1800"],
+            [
+                sys.executable,
+                "-m",
+                "cas",
+                "lab",
+                *args,
+                "--manifest",
+                str(manifest_path),
+                "--duration",
+                "1800",
+            ],
             stdout=subprocess.DEVNULL,
         )
         try:
@@ -89,8 +98,15 @@ def client_for(manifest: dict) -> httpx.Client:
     return httpx.Client(verify=context, auth=auth, trust_env=False, timeout=60)
 
 
-def measure(client: httpx.Client, url: str, body: bytes, rounds: int, max_seconds: float,
-            expect: int, before: Callable[[], None] | None = None) -> list[float]:
+def measure(
+    client: httpx.Client,
+    url: str,
+    body: bytes,
+    rounds: int,
+    max_seconds: float,
+    expect: int,
+    before: Callable[[], None] | None = None,
+) -> list[float]:
     """Milliseconds per request, at most `rounds` requests and about `max_seconds` long.
 
     `before`, when given, runs ahead of each request, untimed (e.g. dropping the cache).
@@ -102,7 +118,9 @@ def measure(client: httpx.Client, url: str, body: bytes, rounds: int, max_second
         if before is not None:
             before()
         began = time.perf_counter()
-        response = client.post(url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"})
+        response = client.post(
+            url, content=body, headers={"Content-Type": "text/xml; charset=utf-8"}
+        )
         timings.append((time.perf_counter() - began) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"lookup failed: HTTP {response.status_code}: {response.text[:300]}")
@@ -127,13 +145,21 @@ def cold(client: httpx.Client, manifest: dict, addresses: list[str]) -> Callable
     def drop() -> None:
         for site, names in by_site.items():
             for node in nodes[site]:  # each node's own first-level copies too
-                r = client.post(node + "/api/v1/cache/invalidate", json={"addresses": names},
-                                headers={"Authorization": f"Bearer {token}"}, auth=None)
+                r = client.post(
+                    node + "/api/v1/cache/invalidate",
+                    json={"addresses": names},
+                    headers={"Authorization": f"Bearer {token}"},
+                    auth=None,
+                )
                 if r.status_code != 200:
                     raise SystemExit(f"invalidation failed: HTTP {r.status_code} {r.text[:200]}")
         for entry in nodes[next(iter(nodes))][:1]:  # the entry node's copies of remote answers
-            client.post(entry + "/api/v1/cache/invalidate", json={"addresses": addresses},
-                        headers={"Authorization": f"Bearer {token}"}, auth=None)
+            client.post(
+                entry + "/api/v1/cache/invalidate",
+                json={"addresses": addresses},
+                headers={"Authorization": f"Bearer {token}"},
+                auth=None,
+            )
 
     return drop
 
@@ -148,4 +174,4 @@ def median(values: list[float]) -> float:
 
 
 def today_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -25,8 +25,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    client_for, cold, measure, median, p95, request_body, running_lab, today_utc,
+from common import (
+    client_for,
+    cold,
+    measure,
+    median,
+    p95,
+    request_body,
+    running_lab,
+    today_utc,
 )
 
 
@@ -55,21 +62,46 @@ def main() -> int:
     from rich.table import Table
 
     cases = [
-        ("1 site, 100 local", ["--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "100"]),
-        ("3 sites, 100 spread", ["--sites", "3", "--nodes-per-site", "2", "--mailboxes-per-site", "34"]),
+        (
+            "1 site, 100 local",
+            ["--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "100"],
+        ),
+        (
+            "3 sites, 100 spread",
+            ["--sites", "3", "--nodes-per-site", "2", "--mailboxes-per-site", "34"],
+        ),
     ]
-    table = Table(title=f"100 mailboxes, 1 weekday, DetailedMerged, cold, backend delay {args.delay_ms} ms")
-    columns = ("case", "requests", "median ms", "p95 ms", "median / delay",
-               "floor (no delay) ms", "delay cost ms")
+    table = Table(
+        title=f"100 mailboxes, 1 weekday, DetailedMerged, cold, backend delay {args.delay_ms} ms"
+    )
+    columns = (
+        "case",
+        "requests",
+        "median ms",
+        "p95 ms",
+        "median / delay",
+        "floor (no delay) ms",
+        "delay cost ms",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "case" else "right")
     for name, lab_args in cases:
         floor = run_case(lab_args, 100, args.rounds, args.max_seconds)
-        t = run_case([*lab_args, "--backend-delay-ms", str(args.delay_ms)], 100, args.rounds,
-                     args.max_seconds)
-        table.add_row(name, str(len(t)), f"{median(t):.1f}", f"{p95(t):.1f}",
-                      f"{median(t) / args.delay_ms:.2f}", f"{median(floor):.1f}",
-                      f"{median(t) - median(floor):.1f}")
+        t = run_case(
+            [*lab_args, "--backend-delay-ms", str(args.delay_ms)],
+            100,
+            args.rounds,
+            args.max_seconds,
+        )
+        table.add_row(
+            name,
+            str(len(t)),
+            f"{median(t):.1f}",
+            f"{p95(t):.1f}",
+            f"{median(t) / args.delay_ms:.2f}",
+            f"{median(floor):.1f}",
+            f"{median(t) - median(floor):.1f}",
+        )
     Console().print(table)
     print(f"target: 3-site median / delay <= 2.5 ({2.5 * args.delay_ms:.0f} ms)")
     return 0

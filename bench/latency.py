@@ -18,8 +18,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import (  # noqa: E402
-    client_for, cold, measure, median, p95, request_body, running_lab, today_utc,
+from common import (
+    client_for,
+    cold,
+    measure,
+    median,
+    p95,
+    request_body,
+    running_lab,
+    today_utc,
 )
 
 
@@ -33,8 +40,14 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    with running_lab("--sites", "1", "--nodes-per-site", "1",
-                     "--mailboxes-per-site", str(args.mailboxes_per_site)) as manifest:
+    with running_lab(
+        "--sites",
+        "1",
+        "--nodes-per-site",
+        "1",
+        "--mailboxes-per-site",
+        str(args.mailboxes_per_site),
+    ) as manifest:
         url = manifest["sites"][0]["nodes"][0] + "/EWS/Exchange.asmx"
         addresses = [m["address"] for m in manifest["mailboxes"] if m["kind"] == "modern"]
         if len(addresses) < 20:
@@ -53,10 +66,18 @@ def main() -> int:
             for name, boxes, begin, end in cases:
                 body = request_body(boxes, begin, end)
                 drop = cold(client, manifest, boxes)
-                measure(client, url, body, 3, args.max_seconds, len(boxes), drop)  # warm connections
+                measure(
+                    client, url, body, 3, args.max_seconds, len(boxes), drop
+                )  # warm connections
                 t = measure(client, url, body, args.rounds, args.max_seconds, len(boxes), drop)
-                table.add_row(name, str(len(t)), f"{median(t):.1f}", f"{p95(t):.1f}",
-                              f"{min(t):.1f}", f"{max(t):.1f}")
+                table.add_row(
+                    name,
+                    str(len(t)),
+                    f"{median(t):.1f}",
+                    f"{p95(t):.1f}",
+                    f"{min(t):.1f}",
+                    f"{max(t):.1f}",
+                )
         Console().print(table)
     return 0
 

@@ -99,7 +99,8 @@ def admin_token(settings: Settings) -> str | None:
     if not settings.admin_token_file:
         return None
     try:
-        token = open(settings.admin_token_file, encoding="utf-8").read().strip()
+        with open(settings.admin_token_file, encoding="utf-8") as handle:
+            token = handle.read().strip()
     except OSError as exc:
         raise ConfigurationError(f"admin_token_file: {exc}") from None
     if len(token) < 16:
@@ -234,8 +235,14 @@ def create_app(
     client = peer_client(settings)
     holder = RuntimeHolder(
         runtime_builder(
-            settings, site, backends, secrets=secrets, client=client, metrics=metrics,
-            store=store, cache_injected=cache_injected_backends,
+            settings,
+            site,
+            backends,
+            secrets=secrets,
+            client=client,
+            metrics=metrics,
+            store=store,
+            cache_injected=cache_injected_backends,
         ),
         sitemap,
         path=sitemap_path(path),
@@ -253,7 +260,7 @@ def create_app(
         trust=PeerTrust(secrets, site) if secrets else None,
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
-        year=lambda: datetime.datetime.now(datetime.timezone.utc).year,
+        year=lambda: datetime.datetime.now(datetime.UTC).year,
     )
     autodiscover = AutodiscoverEndpoints(current)
     api = ApiEndpoints(

@@ -192,7 +192,9 @@ def serve(args: argparse.Namespace) -> int:
     overrides = _parse_overrides(args.set)
     unknown = sorted(set(overrides) - set(OPTIONS_BY_NAME))
     if unknown:
-        raise UsageError(f"--set {unknown[0]}: unknown setting (known: {', '.join(OPTIONS_BY_NAME)})")
+        raise UsageError(
+            f"--set {unknown[0]}: unknown setting (known: {', '.join(OPTIONS_BY_NAME)})"
+        )
     try:
         settings = load_settings(sitemap.settings, file_source=args.config, overrides=overrides)
     except SettingsError as exc:
@@ -205,7 +207,9 @@ def serve(args: argparse.Namespace) -> int:
     names = [s.name for s in sitemap.sites]
     site = args.site or (names[0] if len(names) == 1 else None)
     if site is None:
-        raise UsageError(f"{args.config}: several sites ({', '.join(names)}); choose one with --site")
+        raise UsageError(
+            f"{args.config}: several sites ({', '.join(names)}); choose one with --site"
+        )
     if site not in names:
         raise UsageError(f"--site {site}: not in {args.config} (sites: {', '.join(names)})")
     if bool(args.tls_cert) != bool(args.tls_key):

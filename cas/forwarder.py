@@ -245,7 +245,7 @@ class Forwarder:
             return {item.position: error for item in group}
         finally:
             self._observe(site, time.monotonic() - started)
-        for item, result in zip(group, results):
+        for result in results:
             if isinstance(result, MailboxError):
                 self._count_error(site, result.code, 1)
         return {item.position: result for item, result in zip(group, results)}
@@ -292,7 +292,9 @@ class Forwarder:
         )
         headers = {
             "Content-Type": "text/xml; charset=utf-8",
-            FORWARD_HEADER: sign_request(self.secret, claims, method="POST", path=EWS_PATH, body=body),
+            FORWARD_HEADER: sign_request(
+                self.secret, claims, method="POST", path=EWS_PATH, body=body
+            ),
             BUDGET_HEADER: str(int(budget * 1000)),
             REQUEST_ID_HEADER: request_id,
         }
@@ -303,7 +305,11 @@ class Forwarder:
             # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
             async with asyncio.timeout(budget):
                 async with self.client.stream(
-                    "POST", target, content=body, headers=headers, timeout=budget,
+                    "POST",
+                    target,
+                    content=body,
+                    headers=headers,
+                    timeout=budget,
                     extensions=extensions,
                 ) as response:
                     payload = await self._read(response, url)

@@ -19,7 +19,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,9 +122,9 @@ def _time_zone(name: str | None) -> tuple[str, tzinfo]:
         local = tzlocal.get_localzone_name()
         if local:
             return local, zone(local)
-    except Exception:  # noqa: BLE001 - no usable local zone: fall back to UTC
+    except Exception:
         pass
-    return "UTC", timezone.utc
+    return "UTC", UTC
 
 
 def _moment(text: str, option: str, tz: tzinfo) -> datetime:
@@ -228,7 +228,7 @@ def options_from_args(
         if not _is_address(address):
             raise LookupFailed(f"{address!r} is not an email address")
     tz_name, tz = _time_zone(args.tz)
-    window = resolve_window(args.start, args.end, args.days, tz, now or datetime.now(timezone.utc))
+    window = resolve_window(args.start, args.end, args.days, tz, now or datetime.now(UTC))
     interval = args.interval
     if not MIN_INTERVAL_MINUTES <= interval <= MAX_INTERVAL_MINUTES:
         raise LookupFailed(f"--interval {interval}: must be {MIN_INTERVAL_MINUTES}.."

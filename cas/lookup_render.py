@@ -11,7 +11,7 @@ plain text.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from rich.console import Console
@@ -208,7 +208,7 @@ def print_timeline(result: LookupResult, out: TextIO, *, color: bool | None = No
 
 
 def _utc(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _event_json(event: Event) -> dict[str, Any]:

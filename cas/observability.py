@@ -22,11 +22,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+
 from prometheus_client import (
-    Gauge,
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -237,6 +238,7 @@ class RequestCountMiddleware:
             await send(message)
 
         await self.app(scope, receive, counting_send)
+
 
 ROUTES = ("local", "remote", "legacy", "unknown")
 FORWARD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

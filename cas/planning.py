@@ -17,9 +17,9 @@ from sitemap.model import Mailbox, Sitemap
 
 class RouteKind(enum.Enum):
     UNKNOWN = "unknown"
-    LOCAL = "local"          # this site's mailbox backend
+    LOCAL = "local"  # this site's mailbox backend
     LOCAL_LEGACY = "legacy"  # this site's legacy public-folder server
-    REMOTE = "remote"        # a node of another site
+    REMOTE = "remote"  # a node of another site
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,9 @@ class RuntimeHolder:
                 raise ValueError(f"the new sitemap no longer has this node's site {self.site!r}")
             runtime = self._build(sitemap, self.current)
         except (SitemapError, SecretUnavailable, ValueError) as exc:
-            log.error("sitemap %s not reloaded, keeping the previous configuration: %s", self.path, exc)
+            log.error(
+                "sitemap %s not reloaded, keeping the previous configuration: %s", self.path, exc
+            )
             return False
         old, self.current = self.current, runtime
         self.generation += 1

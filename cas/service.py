@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from cas.backends.base import MailboxBackend
 from cas.cache.remote import RemoteCache
 from cas.errors import BackendFailure, MailboxError
-from cas.forwarder import ForwardItem, Forwarder
+from cas.forwarder import Forwarder, ForwardItem
 from cas.model.availability import AvailabilityRequest, MailboxResult
 from cas.model.freebusy import MailboxData, Window
 from cas.model.projection import Requester, project
@@ -98,7 +98,9 @@ class AvailabilityService:
                     remote.append(ForwardItem(position, route.query, route.mailbox))
             elif route.key not in local:
                 assert route.key is not None
-                local[route.key] = asyncio.create_task(self._answer_local(route, request.window, gate))
+                local[route.key] = asyncio.create_task(
+                    self._answer_local(route, request.window, gate)
+                )
 
         waiting: list[asyncio.Task[object]] = list(local.values())  # type: ignore[arg-type]
         forwarded: asyncio.Task[dict[int, MailboxResult]] | None = None
@@ -157,7 +159,10 @@ class AvailabilityService:
             answers.update(fresh)
             if self.remote_cache is not None:
                 await self.remote_cache.put(
-                    [i.mailbox for i in items], [fresh[i.position] for i in items], request, requester
+                    [i.mailbox for i in items],
+                    [fresh[i.position] for i in items],
+                    request,
+                    requester,
                 )
         return answers
 
@@ -194,7 +199,9 @@ class AvailabilityService:
             result = project(result, requester, route.mailbox.address)
         return result
 
-    async def _answer_local(self, route: Route, window: Window, gate: asyncio.Semaphore) -> MailboxResult:
+    async def _answer_local(
+        self, route: Route, window: Window, gate: asyncio.Semaphore
+    ) -> MailboxResult:
         assert route.mailbox is not None
         mailbox = route.mailbox
         backend = self.backends.get(mailbox.kind)
@@ -207,7 +214,9 @@ class AvailabilityService:
         async with gate:
             return await self._fetch(backend, mailbox, window)
 
-    async def _fetch(self, backend: MailboxBackend, mailbox: Mailbox, window: Window) -> MailboxResult:
+    async def _fetch(
+        self, backend: MailboxBackend, mailbox: Mailbox, window: Window
+    ) -> MailboxResult:
         try:
             return await backend.fetch(mailbox, window)
         except BackendFailure as exc:
@@ -217,6 +226,7 @@ class AvailabilityService:
             # A bug in an adapter costs its own mailbox, never the whole request.
             log.exception("unexpected error reading %s", mailbox.address)
             return MailboxError.of(
-                "ErrorFreeBusyGenerationFailed", "An internal error occurred; it has been logged.",
+                "ErrorFreeBusyGenerationFailed",
+                "An internal error occurred; it has been logged.",
                 self.site,
             )

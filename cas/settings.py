@@ -217,7 +217,9 @@ def load_settings(
             )
         layers.append((f"{file_source}: settings", file_values))
     env_layer = {
-        o.name: environ[f"CAS_{o.name.upper()}"] for o in OPTIONS if f"CAS_{o.name.upper()}" in environ
+        o.name: environ[f"CAS_{o.name.upper()}"]
+        for o in OPTIONS
+        if f"CAS_{o.name.upper()}" in environ
     }
     layers.append(("environment", env_layer))
     layers.append(("command line", overrides or {}))

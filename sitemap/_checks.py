@@ -228,7 +228,7 @@ def as_url(value: Any, *, base: bool = True) -> str:
     link = as_text(value)
     try:
         parts = urlsplit(link)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise Invalid(f"not an http(s) URL: {link!r}") from None
     if (
@@ -315,7 +315,7 @@ def as_redis_url(value: Any) -> str:
     )
     try:
         parts = urlsplit(link)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
+        _ = parts.port  # raises ValueError for a port that is not a number
     except ValueError:
         raise bad from None
     if parts.scheme not in REDIS_SCHEMES or any(c.isspace() for c in link):

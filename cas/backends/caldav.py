@@ -21,7 +21,7 @@ import asyncio
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from urllib.parse import quote, urljoin
 
@@ -81,7 +81,7 @@ def render_calendar_query(window: Window) -> bytes:
 
 
 def _utc_stamp(value: datetime) -> str:
-    return value.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def working_hours_of(
@@ -212,9 +212,13 @@ class CalDavBackend:
         otherwise fail a mailbox for nothing; a timeout is not retried (the caller's budget).
         """
         try:
-            return await self._client.request(method, url, content=body, headers=headers, auth=self._auth())
+            return await self._client.request(
+                method, url, content=body, headers=headers, auth=self._auth()
+            )
         except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
-            return await self._client.request(method, url, content=body, headers=headers, auth=self._auth())
+            return await self._client.request(
+                method, url, content=body, headers=headers, auth=self._auth()
+            )
 
     @staticmethod
     def _expect_207(response: httpx.Response, url: str) -> None:

@@ -27,7 +27,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -149,7 +149,7 @@ def expand_calendar(
         label, text = _label_and_text(index, item)
         try:
             events.extend(_object_events(text, window, zone))
-        except Exception as exc:  # noqa: BLE001 - the per-object boundary: parsers raise anything
+        except Exception as exc:
             skipped.append(SkippedObject(label, f"{type(exc).__name__}: {exc}"))
     return Expansion(events_in_window(events, window), tuple(skipped), count)
 
@@ -241,7 +241,7 @@ def _absolute(value: date | datetime, zone: tzinfo) -> datetime:
         value = datetime(value.year, value.month, value.day)
     if value.tzinfo is None or value.utcoffset() is None:
         value = value.replace(tzinfo=zone)
-    return value.astimezone(timezone.utc)
+    return value.astimezone(UTC)
 
 
 def _recurrence_text(value: date | datetime, zone: tzinfo) -> str:
@@ -374,10 +374,10 @@ def _status_code(line: str | None) -> int | None:
 
 __all__ = [
     "CDO_BUSY_STATUS",
+    "MAX_OCCURRENCES_PER_OBJECT",
     "CalendarDataError",
     "CalendarObject",
     "Expansion",
-    "MAX_OCCURRENCES_PER_OBJECT",
     "SkippedObject",
     "busy_type_of",
     "events_from_calendar",

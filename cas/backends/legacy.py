@@ -70,8 +70,10 @@ class LegacyBackend:
         self.default_interval = default_interval
         self.batch_delay = batch_delay
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout_seconds), trust_env=False
+        self._client = (
+            client
+            if client is not None
+            else httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_seconds), trust_env=False)
         )
         self._gate = asyncio.Semaphore(MAX_PARALLEL_REQUESTS)
         self._pending: dict[Window, list[tuple[Mailbox, asyncio.Future[Result]]]] = {}
@@ -165,7 +167,7 @@ class LegacyBackend:
             if not live:
                 return
             results = await self.fetch_many([m for m, _ in live], window, self.default_interval)
-        except BaseException as exc:  # noqa: BLE001 - never leave a caller waiting
+        except BaseException as exc:
             for _, future in live or self._pending.pop(window, []):
                 if not future.done():
                     future.set_result(BackendFailure(f"legacy fetch at {self.url} failed: {exc!r}"))

@@ -123,12 +123,16 @@ class CachedBackend:
         flight = self._flight(mailbox, span, want_ctag=any(p is not None for p in pieces))
         try:
             if stale_usable:
-                new = await asyncio.wait_for(asyncio.shield(flight), self.policy.query_window_seconds)
+                new = await asyncio.wait_for(
+                    asyncio.shield(flight), self.policy.query_window_seconds
+                )
             else:
                 new = await asyncio.shield(flight)
         except TimeoutError:
             self._count("stale")
-            log.info("serving stale data for %s: backend slower than the query window", mailbox.address)
+            log.info(
+                "serving stale data for %s: backend slower than the query window", mailbox.address
+            )
             return self._answer(pieces, window, "stale-cache", now)  # type: ignore[arg-type]
         except CalendarNotFound:
             raise
@@ -142,15 +146,12 @@ class CachedBackend:
         merged = [by_day.get(d) or p for d, p in zip(days, pieces)]
         return self._answer(merged, window, "backend", self.clock())  # type: ignore[arg-type]
 
-    def _answer(self, pieces: Sequence[Piece], window: Window, source: str, now: float) -> MailboxData:
+    def _answer(
+        self, pieces: Sequence[Piece], window: Window, source: str, now: float
+    ) -> MailboxData:
         oldest = min(p.fetched_at for p in pieces)
         data = assemble(pieces, window)
-        if source == "backend":
-            age = 0.0
-        elif source == "revalidated":
-            age = 0.0
-        else:
-            age = now - oldest
+        age = 0.0 if source in ("backend", "revalidated") else now - oldest
         kind = "legacy" if (data.merged_only and source == "backend") else source
         return replace(data, freshness=Freshness(kind, age, self.site))
 
@@ -241,13 +242,17 @@ class CachedBackend:
 
     # --- single flight ---------------------------------------------------------------------
 
-    def _flight(self, mailbox: Mailbox, span: Window, *, want_ctag: bool) -> asyncio.Task[list[Piece]]:
+    def _flight(
+        self, mailbox: Mailbox, span: Window, *, want_ctag: bool
+    ) -> asyncio.Task[list[Piece]]:
         key = flight_key(self.site, mailbox.address, span, self.variant)
         task = self._flights.get(key)
         if task is None or task.done():
             task = asyncio.get_running_loop().create_task(self._fly(key, mailbox, span, want_ctag))
             self._flights[key] = task
-            task.add_done_callback(lambda t, k=key: self._flights.pop(k, None) if self._flights.get(k) is t else None)
+            task.add_done_callback(
+                lambda t, k=key: self._flights.pop(k, None) if self._flights.get(k) is t else None
+            )
         else:
             self._count("single_flight_wait")
         return task
@@ -267,7 +272,10 @@ class CachedBackend:
             except CacheUnavailable:
                 pass
             pieces = await self._read(mailbox, days_of(span))
-            if all(p is not None and p.fetched_at >= waited - self.policy.refresh_seconds for p in pieces):
+            if all(
+                p is not None and p.fetched_at >= waited - self.policy.refresh_seconds
+                for p in pieces
+            ):
                 return [p for p in pieces if p is not None]
         try:
             if token:

@@ -15,7 +15,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from cas.model.freebusy import (
@@ -31,7 +31,7 @@ from cas.model.freebusy import (
 )
 
 VERSION = "v1"
-UTC = timezone.utc
+UTC = UTC
 DAY = timedelta(days=1)
 
 

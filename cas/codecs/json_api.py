@@ -46,7 +46,9 @@ def _zone(name: str, where: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidValue(f"JSON request: '{where}.timeZone' {name!r} is not an IANA zone.") from None
+        raise InvalidValue(
+            f"JSON request: '{where}.timeZone' {name!r} is not an IANA zone."
+        ) from None
 
 
 def _moment(doc: dict[str, Any], name: str) -> tuple[datetime, tzinfo]:
@@ -56,7 +58,9 @@ def _moment(doc: dict[str, Any], name: str) -> tuple[datetime, tzinfo]:
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidValue(f"JSON request: '{name}.dateTime' {text!r} is not an ISO 8601 time.") from None
+        raise InvalidValue(
+            f"JSON request: '{name}.dateTime' {text!r} is not an ISO 8601 time."
+        ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=zone)
     return value, zone
@@ -98,16 +102,26 @@ def _wall(moment: datetime, zone: tzinfo) -> dict[str, str]:
     return {"dateTime": moment.astimezone(zone).replace(tzinfo=None).isoformat(), "timeZone": name}
 
 
-def _entry(query: MailboxQuery, result: MailboxData | MailboxError, request: AvailabilityRequest) -> dict[str, Any]:
+def _entry(
+    query: MailboxQuery, result: MailboxData | MailboxError, request: AvailabilityRequest
+) -> dict[str, Any]:
     entry: dict[str, Any] = {"scheduleId": query.address}
     if isinstance(result, MailboxError):
-        entry["error"] = {"responseCode": result.code, "message": result.message, "site": result.site}
+        entry["error"] = {
+            "responseCode": result.code,
+            "message": result.message,
+            "site": result.site,
+        }
         return entry
     view = request.view
     if result.merged_only:
         view = FreeBusyView.MERGED_ONLY
-    entry["availabilityView"] = result.merged if result.merged is not None else merged_free_busy(
-        result.events, request.window, request.interval_minutes, result.coverage
+    entry["availabilityView"] = (
+        result.merged
+        if result.merged is not None
+        else merged_free_busy(
+            result.events, request.window, request.interval_minutes, result.coverage
+        )
     )
     if view.has_events:
         items = []
@@ -119,9 +133,14 @@ def _entry(query: MailboxQuery, result: MailboxData | MailboxError, request: Ava
             }
             if view.has_details and event.details is not None:
                 d = event.details
-                item.update(subject=d.subject, location=d.location, isPrivate=d.is_private,
-                            isMeeting=d.is_meeting, isRecurring=d.is_recurring,
-                            isException=d.is_exception)
+                item.update(
+                    subject=d.subject,
+                    location=d.location,
+                    isPrivate=d.is_private,
+                    isMeeting=d.is_meeting,
+                    isRecurring=d.is_recurring,
+                    isException=d.is_exception,
+                )
             items.append(item)
         entry["scheduleItems"] = items
         if result.working_hours is not None:
@@ -137,7 +156,11 @@ def _entry(query: MailboxQuery, result: MailboxData | MailboxError, request: Ava
             }  # fmt: skip
     if result.freshness is not None:
         f = result.freshness
-        entry["freshness"] = {"source": f.source, "ageSeconds": round(f.age_seconds, 1), "site": f.site}
+        entry["freshness"] = {
+            "source": f.source,
+            "ageSeconds": round(f.age_seconds, 1),
+            "site": f.site,
+        }
     return entry
 
 

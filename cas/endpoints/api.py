@@ -31,7 +31,9 @@ MAX_ADMIN_BODY = 64 * 1024
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
 
 
 class ApiEndpoints:
@@ -74,15 +76,21 @@ class ApiEndpoints:
             return _error(404, "AdminApiDisabled", "No admin token is configured on this node.")
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), self.admin_token.encode()):
-            return _error(401, "ErrorAccessDenied", "A valid admin bearer token is required.",
-                          {"WWW-Authenticate": 'Bearer realm="cas-admin"'})
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            token.encode(), self.admin_token.encode()
+        ):
+            return _error(
+                401,
+                "ErrorAccessDenied",
+                "A valid admin bearer token is required.",
+                {"WWW-Authenticate": 'Bearer realm="cas-admin"'},
+            )
         try:
             doc = json.loads(await read_body(request, MAX_ADMIN_BODY))
         except (BodyTooLarge, TimeoutError) as exc:
             return _error(413, "ErrorInvalidRequest", str(exc))
         except ValueError:
-            return _error(400, "ErrorInvalidRequest", "The body must be JSON: {\"addresses\": [...]}")
+            return _error(400, "ErrorInvalidRequest", 'The body must be JSON: {"addresses": [...]}')
         addresses = doc.get("addresses") if isinstance(doc, dict) else None
         if not isinstance(addresses, list) or not all(isinstance(a, str) for a in addresses):
             return _error(400, "ErrorInvalidRequest", "'addresses' must be a list of addresses.")
@@ -100,10 +108,20 @@ class ApiEndpoints:
                         forget = getattr(backend, "forget_local", None)
                         if forget is not None:
                             forget(mailbox.address)
-                    dropped += await self.store.delete_matching(mailbox_prefix(self.site, mailbox.address))
-                dropped += await self.store.delete_matching(remote_prefix(mailbox.site, mailbox.address))
+                    dropped += await self.store.delete_matching(
+                        mailbox_prefix(self.site, mailbox.address)
+                    )
+                dropped += await self.store.delete_matching(
+                    remote_prefix(mailbox.site, mailbox.address)
+                )
             except CacheUnavailable as exc:
-                report.append({"address": mailbox.address, "status": "cache-unavailable", "message": exc.message})
+                report.append(
+                    {
+                        "address": mailbox.address,
+                        "status": "cache-unavailable",
+                        "message": exc.message,
+                    }
+                )
                 continue
             report.append({"address": mailbox.address, "status": "invalidated", "keys": dropped,
                            "site": mailbox.site})  # fmt: skip

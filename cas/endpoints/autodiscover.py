@@ -61,7 +61,7 @@ class AutodiscoverEndpoints:
         return Response(ad.render_get_user_settings(parsed, answers), media_type=XML)
 
     async def pox(self, request: Request) -> Response:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
         try:
             runtime.authenticator.authenticate(request)
@@ -71,7 +71,9 @@ class AutodiscoverEndpoints:
             return self._challenge(runtime, fault)
         except (BodyTooLarge, TimeoutError):
             return Response(
-                ad.render_pox_error(600, "Request body too large.", node_name=self.node_name, now=now),
+                ad.render_pox_error(
+                    600, "Request body too large.", node_name=self.node_name, now=now
+                ),
                 status_code=413,
                 media_type=XML,
             )

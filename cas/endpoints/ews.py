@@ -41,6 +41,7 @@ XML = "text/xml; charset=utf-8"
 FRESHNESS_HEADER = "X-CAS-Freshness"
 BODY_READ_TIMEOUT_SECONDS = 30.0
 
+
 @dataclass(frozen=True, slots=True)
 class Caller:
     """Who sent the request: a client (hop 0) or a node forwarding for a client."""
@@ -157,7 +158,10 @@ class EwsEndpoint:
         failed = sum(1 for r in results if isinstance(r, MailboxError))
         log.info(
             "GetUserAvailability %s: %d mailboxes, %d failed, hop %d, %.0f ms",
-            request.view.value, len(results), failed, caller.hop,
+            request.view.value,
+            len(results),
+            failed,
+            caller.hop,
             (time.monotonic() - started) * 1000,
         )
         summary = freshness_summary(results)

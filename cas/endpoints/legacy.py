@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import timezone
+from datetime import UTC
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -62,7 +62,7 @@ class LegacyFrontDoor:
             window=query.window,
             interval_minutes=query.interval_minutes,
             view=FreeBusyView.MERGED_ONLY,
-            tz=timezone.utc,
+            tz=UTC,
         )
         try:
             check_limits(ask, self.limits)

@@ -26,9 +26,7 @@ class ManagedProcess:
     `error` is the exception type they are raised as.
     """
 
-    def __init__(
-        self, name: str, log_path: Path, *, error: type[Exception] = RuntimeError
-    ) -> None:
+    def __init__(self, name: str, log_path: Path, *, error: type[Exception] = RuntimeError) -> None:
         self.name = name
         self.log_path = log_path
         self.error = error
@@ -89,8 +87,7 @@ class ManagedProcess:
                 return
             time.sleep(interval)
         raise self.error(
-            f"{self.name} did not answer {where} within {timeout}s; "
-            f"log tail:\n{self.log_tail()}"
+            f"{self.name} did not answer {where} within {timeout}s; log tail:\n{self.log_tail()}"
         )
 
     def start_retrying(

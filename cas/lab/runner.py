@@ -146,8 +146,10 @@ class Lab:
         taken = {m.address for people in directory.values() for m in people}
         redis_binary = find_redis_server()
         if redis_binary is None:
-            print("cas lab: no redis-server found; nodes use an in-process cache (not shared)",
-                  file=sys.stderr)
+            print(
+                "cas lab: no redis-server found; nodes use an in-process cache (not shared)",
+                file=sys.stderr,
+            )
         for index, part in enumerate(self.topology.sites):
             server = RadicaleServer(
                 self.root / part.name / "radicale",
@@ -194,7 +196,7 @@ class Lab:
         return manifest
 
     async def _seed_all(self) -> None:
-        today = datetime.datetime.now(datetime.timezone.utc).date()
+        today = datetime.datetime.now(datetime.UTC).date()
         start = today - datetime.timedelta(days=SEED_DAYS_BACK)
         auth = ("admin", self.passwords["caldav-admin"])
         gate = asyncio.Semaphore(16)
@@ -203,13 +205,15 @@ class Lab:
             async def seed(site: LabSite, mailbox: SeedMailbox, n: int) -> None:
                 async with gate:
                     url = await ensure_calendar(client, site.radicale.url, mailbox.address, auth)
-                    for event in generate_calendar(mailbox, start=start, days=SEED_DAYS, rng_seed=n):
+                    for event in generate_calendar(
+                        mailbox, start=start, days=SEED_DAYS, rng_seed=n
+                    ):
                         await put_event(client, url, event.uid, event.ics, auth)
 
             async def publish(mailbox: SeedMailbox, n: int) -> None:
                 assert self.legacy is not None
                 events = generate_calendar(mailbox, start=start, days=SEED_DAYS, rng_seed=1000 + n)
-                begin = datetime.datetime.combine(start, datetime.time(), datetime.timezone.utc)
+                begin = datetime.datetime.combine(start, datetime.time(), datetime.UTC)
                 async with gate:
                     response = await client.put(
                         f"{self.legacy.public_url}publish/{mailbox.address}.ics",
@@ -222,8 +226,10 @@ class Lab:
                         headers={"Content-Type": "text/calendar; charset=utf-8"},
                     )
                 if response.status_code != 200:
-                    raise LabError(f"publishing {mailbox.address} to the legacy server: "
-                                   f"HTTP {response.status_code} {response.text[:200]}")
+                    raise LabError(
+                        f"publishing {mailbox.address} to the legacy server: "
+                        f"HTTP {response.status_code} {response.text[:200]}"
+                    )
 
             await asyncio.gather(
                 *(
@@ -287,9 +293,7 @@ class Lab:
                     {"username": self.client_user, "password_file": str(secret_dir / "client")}
                 ]
             },
-            "sites": [
-                self._site_document(site, secret_dir) for site in self.sites
-            ],
+            "sites": [self._site_document(site, secret_dir) for site in self.sites],
             "mailboxes": [
                 {
                     "address": m.address,
@@ -368,7 +372,9 @@ class Lab:
                     except httpx.TransportError:
                         pass
                     if time.monotonic() > deadline:
-                        raise LabError(f"node {node.url} did not become ready in {START_TIMEOUT:g}s")
+                        raise LabError(
+                            f"node {node.url} did not become ready in {START_TIMEOUT:g}s"
+                        )
                     time.sleep(0.1)
 
     # --- describe -------------------------------------------------------------------------
@@ -466,16 +472,21 @@ def _print_summary(manifest: dict[str, object], root: Path) -> None:
     for site in manifest["sites"]:  # type: ignore[attr-defined]
         count = sum(1 for m in mailboxes if m["site"] == site["name"])
         old = sum(1 for m in mailboxes if m["site"] == site["name"] and m["kind"] == "legacy")
-        parts = [site["caldav"]["url"], (site["legacy"] or {}).get("url") or "-",
-                 site["redis"] or "in-process cache"]
+        parts = [
+            site["caldav"]["url"],
+            (site["legacy"] or {}).get("url") or "-",
+            site["redis"] or "in-process cache",
+        ]
         table.add_row(site["name"], "\n".join(site["nodes"]), "\n".join(parts), f"{count} ({old})")
     console.print(table)
     client = manifest["client"]
     assert isinstance(client, dict)
     dns = manifest["dns"]
     assert isinstance(dns, dict)
-    console.print(f"DNS (SRV, A):   {dns['host']}:{dns['port']}  "
-                  f"e.g. dig @{dns['host']} -p {dns['port']} _autodiscover._tcp.{manifest['domain']} SRV")
+    console.print(
+        f"DNS (SRV, A):   {dns['host']}:{dns['port']}  "
+        f"e.g. dig @{dns['host']} -p {dns['port']} _autodiscover._tcp.{manifest['domain']} SRV"
+    )
     console.print(f"CA certificate: {manifest['ca_cert']}")
     console.print(f"client login:   {client['username']} / {client['password']}")
     console.print(f"e.g. mailbox:   {mailboxes[0]['address']}")

@@ -76,8 +76,11 @@ def _from_csv(path: Path) -> dict[str, DirectoryEntry]:
             if "kind" in columns and row.get("kind", "").casefold() != "legacy":
                 continue
             where = f"{path}: line {reader.line_num}"
-            _add(out, where, _entry(where, row.get("address"), row.get("legacy_dn"),
-                                    row.get("display_name")))
+            _add(
+                out,
+                where,
+                _entry(where, row.get("address"), row.get("legacy_dn"), row.get("display_name")),
+            )
     return out
 
 
@@ -88,8 +91,11 @@ def _from_data(path: Path, data: Any) -> dict[str, DirectoryEntry]:
             where = f"{path}: entry {index + 1}"
             if not isinstance(item, Mapping):
                 raise DirectoryFileError(f"{where}: expected an object with address and legacy_dn")
-            _add(out, where, _entry(where, item.get("address"), item.get("legacy_dn"),
-                                    item.get("display_name")))
+            _add(
+                out,
+                where,
+                _entry(where, item.get("address"), item.get("legacy_dn"), item.get("display_name")),
+            )
     elif isinstance(data, Mapping):
         for address, value in data.items():
             where = f"{path}: entry {address!r}"
@@ -97,8 +103,11 @@ def _from_data(path: Path, data: Any) -> dict[str, DirectoryEntry]:
                 value = {"legacy_dn": value}
             if not isinstance(value, Mapping):
                 raise DirectoryFileError(f"{where}: expected a legacy DN or an object")
-            _add(out, where, _entry(where, address, value.get("legacy_dn"),
-                                    value.get("display_name")))
+            _add(
+                out,
+                where,
+                _entry(where, address, value.get("legacy_dn"), value.get("display_name")),
+            )
     else:
         raise DirectoryFileError(f"{path}: expected a list or an object at the top level")
     return out

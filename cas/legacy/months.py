@@ -23,12 +23,12 @@ from __future__ import annotations
 import calendar
 import struct
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 Interval = tuple[datetime, datetime]
 MonthBlocks = tuple[int, bytes]
 
-UTC = timezone.utc
+UTC = UTC
 # Seconds between 1601-01-01T00:00Z (the Windows FILETIME epoch) and the Unix epoch.
 EPOCH_1601_OFFSET_SECONDS = 11_644_473_600
 _EPOCH_1601 = datetime(1601, 1, 1, tzinfo=UTC)

@@ -73,7 +73,11 @@ def _checked(response: httpx.Response) -> dict[str, Any]:
 
 
 def _ics_request(
-    public_url: str, address: str, publish_start: datetime, publish_end: datetime, tz: str,
+    public_url: str,
+    address: str,
+    publish_start: datetime,
+    publish_end: datetime,
+    tz: str,
     duplicate: bool,
 ) -> tuple[str, dict[str, str]]:
     url = f"{public_url.rstrip('/')}/publish/{quote(address, safe='@+')}.ics"
@@ -105,7 +109,9 @@ async def publish_ics(
     """Publish a user's free/busy from an iCalendar text, expanded over the publish range."""
     url, params = _ics_request(public_url, address, publish_start, publish_end, tz, duplicate)
     response = await client.put(
-        url, params=params, content=ics_text.encode("utf-8"),
+        url,
+        params=params,
+        content=ics_text.encode("utf-8"),
         headers={"Content-Type": "text/calendar; charset=utf-8"},
     )
     return _checked(response)
@@ -215,18 +221,28 @@ class LegacyServer:
             )
 
     def publish_ics(
-        self, address: str, ics_text: str, *, publish_start: datetime, publish_end: datetime,
-        tz: str = "UTC", duplicate: bool = False,
+        self,
+        address: str,
+        ics_text: str,
+        *,
+        publish_start: datetime,
+        publish_end: datetime,
+        tz: str = "UTC",
+        duplicate: bool = False,
     ) -> dict[str, Any]:
         """`PUT /public/publish/{address}.ics`."""
         url, params = _ics_request(
             self.public_url, address, publish_start, publish_end, tz, duplicate
         )
         with httpx.Client(trust_env=False, timeout=30) as client:
-            return _checked(client.put(
-                url, params=params, content=ics_text.encode("utf-8"),
-                headers={"Content-Type": "text/calendar; charset=utf-8"},
-            ))
+            return _checked(
+                client.put(
+                    url,
+                    params=params,
+                    content=ics_text.encode("utf-8"),
+                    headers={"Content-Type": "text/calendar; charset=utf-8"},
+                )
+            )
 
 
 __all__ = [

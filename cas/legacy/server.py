@@ -176,7 +176,7 @@ def create_legacy_app(
         if isinstance(address, str) and address.strip():
             legacy_dn = dn_of(address)
         elif not (isinstance(legacy_dn, str) and legacy_dn.strip()):
-            raise BadInput("name the user with \"address\" or \"legacy_dn\"")
+            raise BadInput('name the user with "address" or "legacy_dn"')
         start, end = _publish_range(payload)
         classes = {name: _intervals(payload.get(name), name) for name in _CLASSES}
         message = await _publish(store, legacy_dn, classes, start, end, payload.get("duplicate"))
@@ -273,11 +273,14 @@ def run_legacy_server(data: str, directory_file: str, host: str, port: int) -> i
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logger.info(
         "legacy server: %d directory entries, %d stored messages, http://%s:%d/public/",
-        len(directory), len(store), host, port,
+        len(directory),
+        len(store),
+        host,
+        port,
     )
     app = create_legacy_app(store, directory)
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0
 
 
-__all__ = ["LegacyServer", "MAX_WINDOW_DAYS", "create_legacy_app", "run_legacy_server"]
+__all__ = ["MAX_WINDOW_DAYS", "LegacyServer", "create_legacy_app", "run_legacy_server"]

@@ -33,7 +33,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -100,7 +100,7 @@ class FreeBusyMessage:
     busy: tuple[MonthBlocks, ...] = ()
     tentative: tuple[MonthBlocks, ...] = ()
     oof: tuple[MonthBlocks, ...] = ()
-    created: datetime = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    created: datetime = datetime(1970, 1, 1, tzinfo=UTC)
     updated: datetime | None = None
     duplicate: int = 1  # 1 = the original; 2 = the "-2" copy, ...
 
@@ -258,12 +258,10 @@ def _fs_name(text: str) -> str:
 class FreeBusyStore:
     """Free/busy messages in a folder on disk, indexed in memory by (admin group, subject)."""
 
-    def __init__(
-        self, folder: str | Path, *, clock: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, folder: str | Path, *, clock: Callable[[], datetime] | None = None) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
         self._messages: dict[tuple[str, str], list[FreeBusyMessage]] = {}
         self._load()

@@ -23,7 +23,7 @@ import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 MIN_INTERVAL_MINUTES = 5
 MAX_INTERVAL_MINUTES = 1440
@@ -82,8 +82,8 @@ class Window:
     def __post_init__(self) -> None:
         _require_aware(self.start, "start")
         _require_aware(self.end, "end")
-        object.__setattr__(self, "start", self.start.astimezone(timezone.utc))
-        object.__setattr__(self, "end", self.end.astimezone(timezone.utc))
+        object.__setattr__(self, "start", self.start.astimezone(UTC))
+        object.__setattr__(self, "end", self.end.astimezone(UTC))
         if not self.start < self.end:
             raise ValueError(f"window start {self.start} is not before end {self.end}")
 
@@ -282,7 +282,8 @@ def events_in_window(events: Iterable[Event], window: Window) -> tuple[Event, ..
     kept = [
         e
         for e in events
-        if window.overlaps(e.start, e.end) or (e.start == e.end and window.start <= e.start < window.end)
+        if window.overlaps(e.start, e.end)
+        or (e.start == e.end and window.start <= e.start < window.end)
     ]
     return tuple(sorted(kept, key=lambda e: (e.start, e.end)))
 
@@ -293,18 +294,18 @@ def no_data(window: Window, interval_minutes: int) -> str:
 
 
 __all__ = [
-    "BusyType",
     "DEFAULT_WORKING_DAYS",
     "DIGIT_BUSY_TYPE",
-    "Event",
-    "EventDetails",
-    "Freshness",
-    "SOURCES",
     "MAX_INTERVAL_MINUTES",
     "MERGED_DIGIT",
     "MIN_INTERVAL_MINUTES",
-    "MailboxData",
+    "SOURCES",
     "WEEKDAYS",
+    "BusyType",
+    "Event",
+    "EventDetails",
+    "Freshness",
+    "MailboxData",
     "Window",
     "WorkingHours",
     "WorkingPeriod",

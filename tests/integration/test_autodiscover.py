@@ -28,7 +28,7 @@ from sitemap.dnsserver import DnsResponder
 from sitemap.model import ClientAuth, ClientUser, DnsConfig, Mailbox, SecretRef, Site, Sitemap
 from tests.support.node import ThreadedServer, make_test_ca
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 CLIENT = ("scheduler", "pw-" + uuid.uuid4().hex[:8])
 TARGETS = {"contoso.test": "ad.contoso.test", "fabrikam.test": "ad.fabrikam.test"}
 T9 = dt.datetime(2024, 3, 4, 9, tzinfo=UTC)
@@ -61,18 +61,27 @@ def cluster(tmp_path_factory):
     with DnsResponder() as dns:
         sitemap = Sitemap(
             source="test",
-            sites=(Site("eu", srv="_cas._tcp.eu.contoso.test"), Site("us", nodes=("https://127.0.0.9:4443",))),
+            sites=(
+                Site("eu", srv="_cas._tcp.eu.contoso.test"),
+                Site("us", nodes=("https://127.0.0.9:4443",)),
+            ),
             mailboxes=(
-                Mailbox("alice@contoso.test", "eu", aliases=("alice@fabrikam.test", "ally@contoso.test"),
-                        display_name="Alice Example", legacy_dn="/o=Contoso/ou=EU/cn=Recipients/cn=alice"),
+                Mailbox(
+                    "alice@contoso.test",
+                    "eu",
+                    aliases=("alice@fabrikam.test", "ally@contoso.test"),
+                    display_name="Alice Example",
+                    legacy_dn="/o=Contoso/ou=EU/cn=Recipients/cn=alice",
+                ),
                 Mailbox("bob@contoso.test", "us", display_name="Bob"),
             ),
             domains=("contoso.test", "fabrikam.test"),
             auth=ClientAuth(users=(ClientUser(CLIENT[0], SecretRef(file=str(secret))),)),
             dns=DnsConfig(nameservers=("127.0.0.1",), port=dns.port, timeout_seconds=1.0),
         )
-        app = create_app(load_settings({}, environ={}), sitemap, "eu",
-                         backends={"modern": FakeBackend(EVENTS)})
+        app = create_app(
+            load_settings({}, environ={}), sitemap, "eu", backends={"modern": FakeBackend(EVENTS)}
+        )
         with ThreadedServer(app, tls) as node:
             # exchangelib remembers the URLs it tried across a redirect, so each domain has its
             # own Autodiscover host name, as in real deployments
@@ -80,7 +89,9 @@ def cluster(tmp_path_factory):
                 dns.set_srv(f"_autodiscover._tcp.{domain}", [(0, 0, 443, target + ".")])
                 dns.set_a(target, ["127.0.0.1"])
             # the site's nodes come from DNS too, as a Kubernetes headless Service publishes them
-            dns.set_srv("_cas._tcp.eu.contoso.test", [(0, 0, node.port, "node-0.eu.contoso.test.")], ttl=1)
+            dns.set_srv(
+                "_cas._tcp.eu.contoso.test", [(0, 0, node.port, "node-0.eu.contoso.test.")], ttl=1
+            )
             dns.set_a("node-0.eu.contoso.test", ["127.0.0.1"])
             yield node, tls, dns
 
@@ -95,13 +106,17 @@ def exchangelib_pointed_at(cluster, monkeypatch):
 
     node, tls, dns = cluster
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tls.ca_pem))
-    monkeypatch.setattr(cache, "AUTODISCOVER_PERSISTENT_STORAGE",
-                        pathlib.Path(tempfile.mkdtemp()) / "adcache")
+    monkeypatch.setattr(
+        cache, "AUTODISCOVER_PERSISTENT_STORAGE", pathlib.Path(tempfile.mkdtemp()) / "adcache"
+    )
     LoopbackAdapter.port = node.port
     monkeypatch.setattr(AutodiscoverProtocol, "HTTP_ADAPTER_CLS", LoopbackAdapter)
     monkeypatch.setattr(Autodiscovery, "DNS_RESOLVER_KWARGS", {"configure": False})
-    monkeypatch.setattr(Autodiscovery, "DNS_RESOLVER_ATTRS",
-                        {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 2})
+    monkeypatch.setattr(
+        Autodiscovery,
+        "DNS_RESOLVER_ATTRS",
+        {"nameservers": ["127.0.0.1"], "port": dns.port, "timeout": 2},
+    )
     clear_cache()
     close_connections()
     yield node
@@ -109,12 +124,18 @@ def exchangelib_pointed_at(cluster, monkeypatch):
     close_connections()
 
 
-def test_exchangelib_discovers_the_node_through_srv_and_gets_free_busy(exchangelib_pointed_at) -> None:
+def test_exchangelib_discovers_the_node_through_srv_and_gets_free_busy(
+    exchangelib_pointed_at,
+) -> None:
     from exchangelib import DELEGATE, Account, Credentials, EWSTimeZone
 
     node = exchangelib_pointed_at
-    account = Account("alice@contoso.test", credentials=Credentials(*CLIENT),
-                      autodiscover=True, access_type=DELEGATE)
+    account = Account(
+        "alice@contoso.test",
+        credentials=Credentials(*CLIENT),
+        autodiscover=True,
+        access_type=DELEGATE,
+    )
     assert account.protocol.service_endpoint == f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx"
     assert account.primary_smtp_address == "alice@contoso.test"
     start = dt.datetime(2024, 3, 4, 8, tzinfo=EWSTimeZone("UTC"))
@@ -125,11 +146,17 @@ def test_exchangelib_discovers_the_node_through_srv_and_gets_free_busy(exchangel
     assert [e.details.subject for e in view.calendar_events] == ["Sync"]
 
 
-def test_alias_in_another_domain_is_redirected_to_the_primary_address(exchangelib_pointed_at) -> None:
+def test_alias_in_another_domain_is_redirected_to_the_primary_address(
+    exchangelib_pointed_at,
+) -> None:
     from exchangelib import DELEGATE, Account, Credentials
 
-    account = Account("alice@fabrikam.test", credentials=Credentials(*CLIENT),
-                      autodiscover=True, access_type=DELEGATE)
+    account = Account(
+        "alice@fabrikam.test",
+        credentials=Credentials(*CLIENT),
+        autodiscover=True,
+        access_type=DELEGATE,
+    )
     assert account.primary_smtp_address == "alice@contoso.test"
 
 
@@ -138,8 +165,12 @@ def test_unknown_address_is_reported_as_such(exchangelib_pointed_at) -> None:
     from exchangelib.errors import ErrorNonExistentMailbox
 
     with pytest.raises(ErrorNonExistentMailbox):
-        Account("nobody@contoso.test", credentials=Credentials(*CLIENT), autodiscover=True,
-                access_type=DELEGATE)
+        Account(
+            "nobody@contoso.test",
+            credentials=Credentials(*CLIENT),
+            autodiscover=True,
+            access_type=DELEGATE,
+        )
 
 
 # --- the same answers through httpx, for every front door -----------------------------------
@@ -149,7 +180,9 @@ R = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/
 AD_NS = "http://schemas.microsoft.com/exchange/2010/Autodiscover"
 
 
-def settings_request(*addresses: str, settings=("ExternalEwsUrl", "AutoDiscoverSMTPAddress", "UserDN")) -> bytes:
+def settings_request(
+    *addresses: str, settings=("ExternalEwsUrl", "AutoDiscoverSMTPAddress", "UserDN")
+) -> bytes:
     users = "".join(f"<a:User><a:Mailbox>{a}</a:Mailbox></a:User>" for a in addresses)
     names = "".join(f"<a:Setting>{s}</a:Setting>" for s in settings)
     return (
@@ -161,7 +194,10 @@ def settings_request(*addresses: str, settings=("ExternalEwsUrl", "AutoDiscoverS
     ).encode()
 
 
-def pox_request(address: str, schema: str = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a") -> bytes:
+def pox_request(
+    address: str,
+    schema: str = "http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a",
+) -> bytes:
     return (
         '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
         f"<Request><EMailAddress>{address}</EMailAddress><AcceptableResponseSchema>{schema}"
@@ -172,26 +208,37 @@ def pox_request(address: str, schema: str = "http://schemas.microsoft.com/exchan
 @pytest.fixture
 def http(cluster):
     node, tls, _ = cluster
-    with httpx.Client(base_url=node.url, verify=str(tls.ca_pem), trust_env=False, timeout=10) as client:
+    with httpx.Client(
+        base_url=node.url, verify=str(tls.ca_pem), trust_env=False, timeout=10
+    ) as client:
         yield client
 
 
 def test_soap_answers_each_user_with_only_the_requested_settings(http, cluster) -> None:
     node = cluster[0]
-    r = http.post("/autodiscover/autodiscover.svc", auth=CLIENT,
-                  content=settings_request("ALLY@contoso.test", "bob@contoso.test", "x@contoso.test", "x@elsewhere.test"))
+    r = http.post(
+        "/autodiscover/autodiscover.svc",
+        auth=CLIENT,
+        content=settings_request(
+            "ALLY@contoso.test", "bob@contoso.test", "x@contoso.test", "x@elsewhere.test"
+        ),
+    )
     assert r.status_code == 200
     users = etree.fromstring(r.content).findall(f".//{A}UserResponse")
     codes = [u.findtext(f"{A}ErrorCode") for u in users]
     assert codes == ["NoError", "NoError", "InvalidUser", "InvalidUser"]
-    alice = {s.findtext(f"{A}Name"): s.findtext(f"{A}Value") for s in users[0].iter(f"{A}UserSetting")}
+    alice = {
+        s.findtext(f"{A}Name"): s.findtext(f"{A}Value") for s in users[0].iter(f"{A}UserSetting")
+    }
     assert alice == {
         "ExternalEwsUrl": f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx",
         "AutoDiscoverSMTPAddress": "alice@contoso.test",
         "UserDN": "/o=Contoso/ou=EU/cn=Recipients/cn=alice",
     }
     # bob lives in site "us": the answer names a node of HIS site, not this one
-    bob = {s.findtext(f"{A}Name"): s.findtext(f"{A}Value") for s in users[1].iter(f"{A}UserSetting")}
+    bob = {
+        s.findtext(f"{A}Name"): s.findtext(f"{A}Value") for s in users[1].iter(f"{A}UserSetting")
+    }
     assert bob["ExternalEwsUrl"] == "https://127.0.0.9:4443/EWS/Exchange.asmx"
 
 
@@ -208,7 +255,13 @@ def test_soap_requires_a_login_and_refuses_garbage(http) -> None:
     ("body", "code"),
     [
         (pox_request("nobody@contoso.test"), "500"),
-        (pox_request("alice@contoso.test", schema="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006"), "601"),
+        (
+            pox_request(
+                "alice@contoso.test",
+                schema="http://schemas.microsoft.com/exchange/autodiscover/mobilesync/responseschema/2006",
+            ),
+            "601",
+        ),
         (b"<oops", "600"),
         (b'<!DOCTYPE x [<!ENTITY a SYSTEM "file:///etc/passwd">]><x>&a;</x>', "600"),
     ],
@@ -221,13 +274,23 @@ def test_pox_errors_use_the_protocol_codes(http, body: bytes, code: str) -> None
 
 def test_pox_success_and_redirect(http, cluster) -> None:
     node = cluster[0]
-    r = http.post("/autodiscover/autodiscover.xml", auth=CLIENT, content=pox_request("alice@contoso.test"))
+    r = http.post(
+        "/autodiscover/autodiscover.xml", auth=CLIENT, content=pox_request("alice@contoso.test")
+    )
     tree = etree.fromstring(r.content)
     protocols = {p.findtext(f"{R}Type"): p for p in tree.iter(f"{R}Protocol")}
     for kind in ("EXCH", "EXPR"):
-        assert protocols[kind].findtext(f"{R}EwsUrl") == f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx"
-        assert protocols[kind].findtext(f"{R}ASUrl") == f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx"
-    r = http.post("/autodiscover/autodiscover.xml", auth=CLIENT, content=pox_request("alice@fabrikam.test"))
+        assert (
+            protocols[kind].findtext(f"{R}EwsUrl")
+            == f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx"
+        )
+        assert (
+            protocols[kind].findtext(f"{R}ASUrl")
+            == f"https://127.0.0.1:{node.port}/EWS/Exchange.asmx"
+        )
+    r = http.post(
+        "/autodiscover/autodiscover.xml", auth=CLIENT, content=pox_request("alice@fabrikam.test")
+    )
     tree = etree.fromstring(r.content)
     assert tree.findtext(f".//{R}Action") == "redirectAddr"
     assert tree.findtext(f".//{R}RedirectAddr") == "alice@contoso.test"
@@ -236,13 +299,36 @@ def test_pox_success_and_redirect(http, cluster) -> None:
 @pytest.mark.parametrize(
     ("path", "status", "body"),
     [
-        ("/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=EWS", 200, {"Protocol": "EWS"}),
-        ("/autodiscover/autodiscover.json/v1.0/alice@contoso.test?protocol=autodiscoverv1", 200,
-         {"Protocol": "AutodiscoverV1"}),
-        ("/autodiscover/autodiscover.json/v1.0/nobody@contoso.test?Protocol=EWS", 404, {"ErrorCode": "UserNotFound"}),
-        ("/autodiscover/autodiscover.json/v1.0/no-domain?Protocol=EWS", 400, {"ErrorCode": "InvalidUser"}),
-        ("/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=Gopher", 400, {"ErrorCode": "InvalidProtocol"}),
-        ("/autodiscover/autodiscover.json/v1.0/alice@elsewhere.test?Protocol=EWS", 404, {"ErrorCode": "UserNotFound"}),
+        (
+            "/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=EWS",
+            200,
+            {"Protocol": "EWS"},
+        ),
+        (
+            "/autodiscover/autodiscover.json/v1.0/alice@contoso.test?protocol=autodiscoverv1",
+            200,
+            {"Protocol": "AutodiscoverV1"},
+        ),
+        (
+            "/autodiscover/autodiscover.json/v1.0/nobody@contoso.test?Protocol=EWS",
+            404,
+            {"ErrorCode": "UserNotFound"},
+        ),
+        (
+            "/autodiscover/autodiscover.json/v1.0/no-domain?Protocol=EWS",
+            400,
+            {"ErrorCode": "InvalidUser"},
+        ),
+        (
+            "/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=Gopher",
+            400,
+            {"ErrorCode": "InvalidProtocol"},
+        ),
+        (
+            "/autodiscover/autodiscover.json/v1.0/alice@elsewhere.test?Protocol=EWS",
+            404,
+            {"ErrorCode": "UserNotFound"},
+        ),
     ],
 )
 def test_json_front_door(http, cluster, path: str, status: int, body: dict) -> None:
@@ -263,10 +349,14 @@ def test_node_choice_follows_dns(http, cluster) -> None:
 
         deadline = time.monotonic() + 10
         while True:
-            url = http.get("/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=EWS").json()["Url"]
+            url = http.get(
+                "/autodiscover/autodiscover.json/v1.0/alice@contoso.test?Protocol=EWS"
+            ).json()["Url"]
             if url == "https://127.0.0.1:4444/EWS/Exchange.asmx" or time.monotonic() > deadline:
                 break
             time.sleep(0.3)
         assert url == "https://127.0.0.1:4444/EWS/Exchange.asmx"
     finally:
-        dns.set_srv("_cas._tcp.eu.contoso.test", [(0, 0, node.port, "node-0.eu.contoso.test.")], ttl=1)
+        dns.set_srv(
+            "_cas._tcp.eu.contoso.test", [(0, 0, node.port, "node-0.eu.contoso.test.")], ttl=1
+        )

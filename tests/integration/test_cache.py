@@ -67,16 +67,26 @@ def cluster(tmp_path_factory, redis):
 
 def lookup(cluster: Cluster, addresses: list[str], node: int = 0) -> tuple[httpx.Response, list]:
     with httpx.Client(verify=str(cluster.ca.ca_pem), trust_env=False, timeout=15) as client:
-        r = client.post(cluster.sites["eu"][node].direct_url + "/EWS/Exchange.asmx",
-                        content=availability(addresses, start=START, end=END, interval="60"),
-                        auth=cluster.client)
+        r = client.post(
+            cluster.sites["eu"][node].direct_url + "/EWS/Exchange.asmx",
+            content=availability(addresses, start=START, end=END, interval="60"),
+            auth=cluster.client,
+        )
     assert r.status_code == 200, r.text
     tree = etree.fromstring(r.content)
-    fresh = {int(m.get("index")): (m.get("source"), float(m.get("age"))) for m in tree.iter(f"{F}Mailbox")}
+    fresh = {
+        int(m.get("index")): (m.get("source"), float(m.get("age")))
+        for m in tree.iter(f"{F}Mailbox")
+    }
     rows = []
     for i, item in enumerate(tree.iter(f"{M}FreeBusyResponse")):
-        rows.append((item.findtext(f"{M}ResponseMessage/{M}ResponseCode"),
-                     item.findtext(f".//{T}MergedFreeBusy"), fresh.get(i)))
+        rows.append(
+            (
+                item.findtext(f"{M}ResponseMessage/{M}ResponseCode"),
+                item.findtext(f".//{T}MergedFreeBusy"),
+                fresh.get(i),
+            )
+        )
     return r, rows
 
 
@@ -91,7 +101,9 @@ def wait_past_refresh() -> None:
 def test_concurrent_misses_from_both_nodes_make_one_backend_call(cluster: Cluster) -> None:
     before = backend_calls(cluster)
     with concurrent.futures.ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(pool.map(lambda i: lookup(cluster, ["eu-a@contoso.test"], node=i % 2)[1], range(24)))
+        answers = list(
+            pool.map(lambda i: lookup(cluster, ["eu-a@contoso.test"], node=i % 2)[1], range(24))
+        )
     assert backend_calls(cluster) - before == 1
     assert all(rows[0][:2] == ("NoError", "2000") for rows in answers)
 
@@ -161,8 +173,11 @@ def test_admin_invalidation_makes_a_new_event_show_at_once(cluster: Cluster) -> 
         url = cluster.sites["eu"][1].direct_url + "/api/v1/cache/invalidate"
         refused = client.post(url, json={"addresses": [address]})
         assert refused.status_code == 401
-        done = client.post(url, json={"addresses": [address]},
-                           headers={"Authorization": f"Bearer {cluster.admin_token}"})
+        done = client.post(
+            url,
+            json={"addresses": [address]},
+            headers={"Authorization": f"Bearer {cluster.admin_token}"},
+        )
     assert done.status_code == 200 and done.json()["results"][0]["status"] == "invalidated"
     # the node that was told sees the new event at once ...
     assert lookup(cluster, [address], node=1)[1][0][1] == "0202"
@@ -171,13 +186,17 @@ def test_admin_invalidation_makes_a_new_event_show_at_once(cluster: Cluster) -> 
     assert lookup(cluster, [address], node=0)[1][0][1] == "0202"
 
 
-def test_redis_killed_mid_run_costs_no_lookup_and_the_cache_comes_back(cluster: Cluster, redis) -> None:
+def test_redis_killed_mid_run_costs_no_lookup_and_the_cache_comes_back(
+    cluster: Cluster, redis
+) -> None:
     addresses = [f"eu-{x}@contoso.test" for x in "abc"]
     lookup(cluster, addresses)
     redis.kill()
     try:
         for _ in range(3):
-            time.sleep(1.1)  # past the node's own 1 s copies: only Redis could answer, and it is gone
+            time.sleep(
+                1.1
+            )  # past the node's own 1 s copies: only Redis could answer, and it is gone
             _, rows = lookup(cluster, addresses)
             assert [r[0] for r in rows] == ["NoError"] * 3
             assert all(r[2][0] in ("backend", "revalidated") for r in rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import caldav
@@ -28,7 +28,7 @@ PASSWORD_ENV = "CAS_TEST_CALDAV_PASSWORD"
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 MARCH = Window(utc(2024, 3, 1), utc(2024, 4, 1))

@@ -54,7 +54,12 @@ def test_check_deploy_passes() -> None:
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "check-deploy: all checks passed" in result.stdout
-    for checked in ("helm lint --strict", "kubernetes-validate --strict", "ci/bad/", "compose.yaml"):
+    for checked in (
+        "helm lint --strict",
+        "kubernetes-validate --strict",
+        "ci/bad/",
+        "compose.yaml",
+    ):
         assert checked in result.stdout
 
 

@@ -34,7 +34,7 @@ from sitemap.model import (
 )
 from tests.support.node import ThreadedServer, make_test_ca
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 DOMAIN = "contoso.test"
 CLIENT = ("scheduler", "s3cret-" + uuid.uuid4().hex[:6])
 
@@ -158,8 +158,14 @@ ALICE_EXPECTED = [
         Expected(u(2024, 3, d, 15), u(2024, 3, d, 15, 15), "Busy", "Standup", recurring=True)
         for d in (1, 2, 3, 4, 7, 8, 9, 10)
     ],
-    Expected(u(2024, 3, 6, 17), u(2024, 3, 6, 17, 30), "Busy", "Standup (moved)",
-             recurring=True, exception=True),
+    Expected(
+        u(2024, 3, 6, 17),
+        u(2024, 3, 6, 17, 30),
+        "Busy",
+        "Standup (moved)",
+        recurring=True,
+        exception=True,
+    ),
     Expected(u(2024, 3, 7, 11), u(2024, 3, 7, 12), "Busy", None, private=True),
     Expected(u(2024, 3, 5, 8), u(2024, 3, 5, 9), "Free", "Focus time"),
     Expected(u(2024, 3, 7, 7), u(2024, 3, 7, 8), "WorkingElsewhere", "Home office"),
@@ -179,7 +185,8 @@ END:VEVENT"""
 ]
 # CET (UTC+1) until 31 March 02:00, CEST (UTC+2) after
 DAVE_EXPECTED = [
-    Expected(u(2024, 3, d, 8), u(2024, 3, d, 9), "Busy", "Daily", recurring=True) for d in (28, 29, 30)
+    Expected(u(2024, 3, d, 8), u(2024, 3, d, 9), "Busy", "Daily", recurring=True)
+    for d in (28, 29, 30)
 ] + [
     Expected(u(2024, m, d, 7), u(2024, m, d, 8), "Busy", "Daily", recurring=True)
     for m, d in [(3, 31)] + [(4, day) for day in range(1, 11)]
@@ -225,7 +232,9 @@ def wrap(component: str) -> str:
 DIGITS = {"Free": 0, "WorkingElsewhere": 0, "Tentative": 1, "Busy": 2, "OOF": 3}
 
 
-def oracle_merged(expected: list[Expected], start: dt.datetime, end: dt.datetime, interval: int) -> str:
+def oracle_merged(
+    expected: list[Expected], start: dt.datetime, end: dt.datetime, interval: int
+) -> str:
     """Sample every minute of the window; each slot takes the highest digit seen in it."""
     minutes = int((end - start).total_seconds() // 60)
     slots = [0] * -(-minutes // interval)
@@ -238,7 +247,9 @@ def oracle_merged(expected: list[Expected], start: dt.datetime, end: dt.datetime
 
 
 def overlapping(expected: list[Expected], start: dt.datetime, end: dt.datetime) -> list[Expected]:
-    return sorted((e for e in expected if e.start < end and e.end > start), key=lambda e: (e.start, e.end))
+    return sorted(
+        (e for e in expected if e.start < end and e.end > start), key=lambda e: (e.start, e.end)
+    )
 
 
 # --- the cluster under test ------------------------------------------------------------------
@@ -259,7 +270,9 @@ def _write_calendar(radicale, address: str, components: list[str]) -> str:
             return await ensure_calendar(client, radicale.url, address, radicale.admin)
 
     url = asyncio.run(make())
-    client = caldav.DAVClient(url=radicale.url, username=radicale.admin[0], password=radicale.admin[1])
+    client = caldav.DAVClient(
+        url=radicale.url, username=radicale.admin[0], password=radicale.admin[1]
+    )
     calendar = client.calendar(url=url)
     prefix = uuid.uuid4().hex[:8]
     for component in components:
@@ -286,7 +299,8 @@ def node(radicale, tmp_path_factory, monkeypatch_module) -> Node:
                 "eu",
                 timezone="Europe/Berlin",
                 caldav=CalDavBackendConfig(
-                    url=radicale.url + "/", username=radicale.service[0],
+                    url=radicale.url + "/",
+                    username=radicale.service[0],
                     password=SecretRef(file=str(secret)),
                 ),
             ),
@@ -324,14 +338,24 @@ def account(node: Node, address: str) -> Account:
     return Account(address, config=config, autodiscover=False, access_type=DELEGATE)
 
 
-def free_busy(node: Node, addresses: list[str], tz: str, start: dt.datetime, end: dt.datetime,
-              interval: int, view: str) -> list:
+def free_busy(
+    node: Node,
+    addresses: list[str],
+    tz: str,
+    start: dt.datetime,
+    end: dt.datetime,
+    interval: int,
+    view: str,
+) -> list:
     acc = account(node, addresses[0])
     zone = EWSTimeZone(tz)
     return list(
         acc.protocol.get_free_busy_info(
             [(a, "Required", False) for a in addresses],
-            start.astimezone(zone), end.astimezone(zone), interval, view,
+            start.astimezone(zone),
+            end.astimezone(zone),
+            interval,
+            view,
         )
     )
 
@@ -347,7 +371,11 @@ def check_events(view, expected: list[Expected], detailed: bool) -> None:
             continue
         d = event.details
         assert (d.subject, d.is_private, d.is_meeting, d.is_recurring, d.is_exception) == (
-            want.subject, want.private, want.meeting, want.recurring, want.exception
+            want.subject,
+            want.private,
+            want.meeting,
+            want.recurring,
+            want.exception,
         ), want
 
 
@@ -374,7 +402,9 @@ def test_every_view_in_every_zone(node: Node, tz: str, view: str) -> None:
         assert result.calendar_events is None
     else:
         check_events(result, expected, detailed=view.startswith("Detailed"))
-        assert result.working_hours[0].start == dt.time(8) and result.working_hours[0].end == dt.time(17)
+        assert result.working_hours[0].start == dt.time(8) and result.working_hours[
+            0
+        ].end == dt.time(17)
     # the request's zone is where the wall times come from: naive times read in it give UTC back
     if result.calendar_events:
         first = result.calendar_events[0].start
@@ -384,12 +414,14 @@ def test_every_view_in_every_zone(node: Node, tz: str, view: str) -> None:
 @pytest.mark.parametrize(
     ("tz", "start", "end"),
     [
-        ("Europe/Berlin", dt.datetime(2024, 3, 30), dt.datetime(2024, 4, 2)),      # 71 hours
-        ("Australia/Sydney", dt.datetime(2024, 4, 6), dt.datetime(2024, 4, 9)),    # 73 hours
+        ("Europe/Berlin", dt.datetime(2024, 3, 30), dt.datetime(2024, 4, 2)),  # 71 hours
+        ("Australia/Sydney", dt.datetime(2024, 4, 6), dt.datetime(2024, 4, 9)),  # 73 hours
         ("America/Los_Angeles", dt.datetime(2024, 3, 9), dt.datetime(2024, 3, 12)),
     ],
 )
-def test_window_across_a_dst_change(node: Node, tz: str, start: dt.datetime, end: dt.datetime) -> None:
+def test_window_across_a_dst_change(
+    node: Node, tz: str, start: dt.datetime, end: dt.datetime
+) -> None:
     zone = EWSTimeZone(tz)
     s, e = start.replace(tzinfo=zone).astimezone(UTC), end.replace(tzinfo=zone).astimezone(UTC)
     [result] = free_busy(node, [node.dave], tz, s, e, 60, "DetailedMerged")
@@ -402,7 +434,13 @@ def test_window_across_a_dst_change(node: Node, tz: str, start: dt.datetime, end
 def test_unknown_mailbox_is_reported_in_place_and_others_answer(node: Node) -> None:
     start, end = u(2024, 3, 4), u(2024, 3, 5)
     results = free_busy(
-        node, [node.alice, f"nobody@{DOMAIN}", node.dave], "Europe/Berlin", start, end, 60, "FreeBusy"
+        node,
+        [node.alice, f"nobody@{DOMAIN}", node.dave],
+        "Europe/Berlin",
+        start,
+        end,
+        60,
+        "FreeBusy",
     )
     assert isinstance(results[1], ErrorMailRecipientNotFound)
     check_events(results[0], overlapping(ALICE_EXPECTED, start, end), detailed=False)
@@ -418,7 +456,10 @@ def test_alias_answers_for_the_mailbox(node: Node) -> None:
 
 # --- raw SOAP: per-mailbox errors that exchangelib would raise on -------------------------------
 
-def soap(addresses: list[str], start: str, end: str, view: str = "FreeBusyMerged", interval: int = 60) -> bytes:
+
+def soap(
+    addresses: list[str], start: str, end: str, view: str = "FreeBusyMerged", interval: int = 60
+) -> bytes:
     boxes = "".join(
         f"<t:MailboxData><t:Email><t:Address>{a}</t:Address></t:Email>"
         "<t:AttendeeType>Required</t:AttendeeType></t:MailboxData>"
@@ -444,8 +485,10 @@ def soap(addresses: list[str], start: str, end: str, view: str = "FreeBusyMerged
 def post(node: Node, body: bytes, auth: tuple[str, str] | None = CLIENT) -> httpx.Response:
     with httpx.Client(verify=str(node.ca_pem), trust_env=False, timeout=30) as client:
         return client.post(
-            node.url + "/EWS/Exchange.asmx", content=body,
-            headers={"Content-Type": "text/xml; charset=utf-8"}, auth=auth,
+            node.url + "/EWS/Exchange.asmx",
+            content=body,
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+            auth=auth,
         )
 
 
@@ -461,11 +504,20 @@ def test_backend_failure_and_other_site_stay_per_mailbox(node: Node) -> None:
     from tests.support.ews_schema import validate_ews_body
 
     far = node.alice.replace("alice-", "far-")
-    r = post(node, soap([node.alice, node.broken, far, f"x@{DOMAIN}"], "2024-03-04T00:00:00Z", "2024-03-05T00:00:00Z"))
+    r = post(
+        node,
+        soap(
+            [node.alice, node.broken, far, f"x@{DOMAIN}"],
+            "2024-03-04T00:00:00Z",
+            "2024-03-05T00:00:00Z",
+        ),
+    )
     assert r.status_code == 200, r.text
     validate_ews_body(r.content)
     assert response_codes(r.content) == [
-        "NoError", "ErrorFreeBusyGenerationFailed", "ErrorProxyRequestProcessingFailed",
+        "NoError",
+        "ErrorFreeBusyGenerationFailed",
+        "ErrorProxyRequestProcessingFailed",
         "ErrorMailRecipientNotFound",
     ]
     # the failed mailbox is never reported as free
@@ -475,5 +527,9 @@ def test_backend_failure_and_other_site_stay_per_mailbox(node: Node) -> None:
 def test_login_is_required(node: Node) -> None:
     r = post(node, soap([node.alice], "2024-03-04T00:00:00Z", "2024-03-05T00:00:00Z"), auth=None)
     assert r.status_code == 401 and "Basic" in r.headers["www-authenticate"]
-    r = post(node, soap([node.alice], "2024-03-04T00:00:00Z", "2024-03-05T00:00:00Z"), auth=(CLIENT[0], "wrong"))
+    r = post(
+        node,
+        soap([node.alice], "2024-03-04T00:00:00Z", "2024-03-05T00:00:00Z"),
+        auth=(CLIENT[0], "wrong"),
+    )
     assert r.status_code == 401

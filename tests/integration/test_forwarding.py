@@ -74,33 +74,46 @@ def cluster(tmp_path_factory):
             for site, locals_ in SITES.items():
                 for local in locals_:
                     hour = 8 + busy_hour(site, local)
-                    cluster.write_events(f"{site}-{local}@contoso.test", [f"""
+                    cluster.write_events(
+                        f"{site}-{local}@contoso.test",
+                        [
+                            f"""
 BEGIN:VEVENT
 UID:{uuid.uuid4()}
 DTSTAMP:20240101T000000Z
 DTSTART:20240304T{hour:02d}0000Z
 DTEND:20240304T{hour + 1:02d}0000Z
 SUMMARY:{site}-{local}
-END:VEVENT"""])
+END:VEVENT"""
+                        ],
+                    )
             cluster.garbage = garbage  # type: ignore[attr-defined]
             yield cluster
         finally:
             cluster.stop()
 
 
-def ask(cluster: Cluster, addresses: list[str], *, node=None, timeout: float = 30) -> tuple[httpx.Response, list]:
+def ask(
+    cluster: Cluster, addresses: list[str], *, node=None, timeout: float = 30
+) -> tuple[httpx.Response, list]:
     node = node or cluster.sites["eu"][0]
     with httpx.Client(verify=str(cluster.ca.ca_pem), trust_env=False, timeout=timeout) as client:
-        r = client.post(node.direct_url + "/EWS/Exchange.asmx",
-                        content=availability(addresses, start=START, end=END, interval="60"),
-                        auth=cluster.client)
+        r = client.post(
+            node.direct_url + "/EWS/Exchange.asmx",
+            content=availability(addresses, start=START, end=END, interval="60"),
+            auth=cluster.client,
+        )
     assert r.status_code == 200, r.text
     validate_ews_body(r.content)
     rows = []
     for item in etree.fromstring(r.content).iter(f"{M}FreeBusyResponse"):
-        rows.append((item.findtext(f"{M}ResponseMessage/{M}ResponseCode"),
-                     item.findtext(f".//{T}MergedFreeBusy"),
-                     item.findtext(f"{M}ResponseMessage/{M}MessageText") or ""))
+        rows.append(
+            (
+                item.findtext(f"{M}ResponseMessage/{M}ResponseCode"),
+                item.findtext(f".//{T}MergedFreeBusy"),
+                item.findtext(f"{M}ResponseMessage/{M}MessageText") or "",
+            )
+        )
     return r, rows
 
 
@@ -135,7 +148,9 @@ def test_a_node_killed_mid_run_costs_no_mailbox(cluster: Cluster) -> None:
     assert metric(cluster, 'cas_forward_failovers_total{site="us"}') > failovers
 
 
-def test_a_whole_site_cut_away_costs_only_its_mailboxes_within_the_deadline(cluster: Cluster) -> None:
+def test_a_whole_site_cut_away_costs_only_its_mailboxes_within_the_deadline(
+    cluster: Cluster,
+) -> None:
     errors_metric = 'cas_forward_errors_total{code="ErrorProxyRequestProcessingFailed",site="ap"}'
     errors_before = metric(cluster, errors_metric)
     for mode in ("cut", "reset", "blackhole"):
@@ -170,7 +185,9 @@ def test_slow_site_is_still_answered(cluster: Cluster) -> None:
 
 
 @pytest.mark.parametrize("mode", ["garbage", "huge"])
-def test_a_peer_answering_garbage_costs_only_its_mailbox_and_is_named(cluster: Cluster, mode: str) -> None:
+def test_a_peer_answering_garbage_costs_only_its_mailbox_and_is_named(
+    cluster: Cluster, mode: str
+) -> None:
     cluster.garbage.mode = mode  # type: ignore[attr-defined]
     started = time.monotonic()
     _, rows = ask(cluster, ["zz-g@contoso.test", "us-a@contoso.test"])
@@ -184,19 +201,38 @@ def test_a_peer_answering_garbage_costs_only_its_mailbox_and_is_named(cluster: C
 # --- trust: forged, replayed, altered and looping requests -----------------------------------
 
 
-def signed(cluster: Cluster, body: bytes, *, to: str = "us", hop: int = 1, key: str | None = None,
-           requester: str | None = "scheduler") -> str:
-    claims = ForwardClaims(from_site="eu", to_site=to, requester=requester, hop=hop,
-                           request_id="testrid000000001", issued_at=int(time.time()),
-                           nonce=uuid.uuid4().hex)
-    return sign_request((key or cluster.secret).encode(), claims, method="POST",
-                        path="/EWS/Exchange.asmx", body=body)
+def signed(
+    cluster: Cluster,
+    body: bytes,
+    *,
+    to: str = "us",
+    hop: int = 1,
+    key: str | None = None,
+    requester: str | None = "scheduler",
+) -> str:
+    claims = ForwardClaims(
+        from_site="eu",
+        to_site=to,
+        requester=requester,
+        hop=hop,
+        request_id="testrid000000001",
+        issued_at=int(time.time()),
+        nonce=uuid.uuid4().hex,
+    )
+    return sign_request(
+        (key or cluster.secret).encode(),
+        claims,
+        method="POST",
+        path="/EWS/Exchange.asmx",
+        body=body,
+    )
 
 
 def post_to_us(cluster: Cluster, body: bytes, headers: dict[str, str]) -> httpx.Response:
     with httpx.Client(verify=str(cluster.ca.ca_pem), trust_env=False, timeout=10) as client:
-        return client.post(cluster.sites["us"][0].direct_url + "/EWS/Exchange.asmx",
-                           content=body, headers=headers)
+        return client.post(
+            cluster.sites["us"][0].direct_url + "/EWS/Exchange.asmx", content=body, headers=headers
+        )
 
 
 def other_site_connections(cluster: Cluster) -> int:
@@ -204,7 +240,9 @@ def other_site_connections(cluster: Cluster) -> int:
 
 
 def test_forged_requests_are_refused_and_nothing_is_forwarded(cluster: Cluster) -> None:
-    body = availability(["us-a@contoso.test", "eu-a@contoso.test"], start=START, end=END, interval="60")
+    body = availability(
+        ["us-a@contoso.test", "eu-a@contoso.test"], start=START, end=END, interval="60"
+    )
     before = other_site_connections(cluster)
     assert post_to_us(cluster, body, {}).status_code == 401
     wrong_key = signed(cluster, body, key="x" * 40)
@@ -214,7 +252,10 @@ def test_forged_requests_are_refused_and_nothing_is_forwarded(cluster: Cluster) 
     altered_body = body.replace(b"us-a@", b"us-b@")
     assert post_to_us(cluster, altered_body, {"X-CAS-Forwarded": good}).status_code == 403
     altered_identity = good.replace("req=", "req=YWRtaW4")
-    assert post_to_us(cluster, body, {"X-CAS-Forwarded": altered_identity}).status_code in (401, 403)
+    assert post_to_us(cluster, body, {"X-CAS-Forwarded": altered_identity}).status_code in (
+        401,
+        403,
+    )
     misaddressed = signed(cluster, body, to="ap")
     assert post_to_us(cluster, body, {"X-CAS-Forwarded": misaddressed}).status_code == 403
     first = post_to_us(cluster, body, {"X-CAS-Forwarded": good})
@@ -226,7 +267,9 @@ def test_forged_requests_are_refused_and_nothing_is_forwarded(cluster: Cluster) 
 
 
 def test_a_forwarded_request_is_answered_only_for_the_receiving_site(cluster: Cluster) -> None:
-    body = availability(["us-a@contoso.test", "eu-a@contoso.test"], start=START, end=END, interval="60")
+    body = availability(
+        ["us-a@contoso.test", "eu-a@contoso.test"], start=START, end=END, interval="60"
+    )
     before = other_site_connections(cluster)
     r = post_to_us(cluster, body, {"X-CAS-Forwarded": signed(cluster, body)})
     assert r.status_code == 200

@@ -20,15 +20,15 @@ from urllib.parse import urlsplit
 import caldav
 import httpx
 import pytest
-from lxml import etree
 from exchangelib import DELEGATE, Account, Configuration, Credentials, EWSTimeZone
 from exchangelib.protocol import close_connections
 from exchangelib.transport import BASIC
+from lxml import etree
 
 from tests.support.ews_schema import validate_ews_body
 from tests.unit.test_ews_endpoint import availability
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
 T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 
@@ -38,9 +38,22 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     manifest_path = tmp / "lab.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cas", "lab", "--mailboxes-per-site", "6",
-         "--manifest", str(manifest_path), "--state-dir", str(tmp / "state"), "--duration", "240"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "cas",
+            "lab",
+            "--mailboxes-per-site",
+            "6",
+            "--manifest",
+            str(manifest_path),
+            "--state-dir",
+            str(tmp / "state"),
+            "--duration",
+            "240",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 90
     while not manifest_path.exists():
@@ -79,7 +92,9 @@ def account(manifest: dict, address: str) -> Account:
 
 def lookup(manifest, address, start, end, interval=60, view="DetailedMerged"):
     acc = account(manifest, address)
-    [view] = acc.protocol.get_free_busy_info([(address, "Required", False)], start, end, interval, view)
+    [view] = acc.protocol.get_free_busy_info(
+        [(address, "Required", False)], start, end, interval, view
+    )
     return view
 
 
@@ -91,8 +106,10 @@ def test_manifest_lists_every_part_and_dns_publishes_the_nodes(lab) -> None:
     assert Path(manifest["ca_cert"]).is_file()
     sites = {s["name"]: s for s in manifest["sites"]}
     assert len(sites) == 3  # the contract's default: 3 sites x 2 nodes
-    assert all(len(s["nodes"]) == 2 and all(n.startswith("https://127.0.0.1:") for n in s["nodes"])
-               for s in sites.values())
+    assert all(
+        len(s["nodes"]) == 2 and all(n.startswith("https://127.0.0.1:") for n in s["nodes"])
+        for s in sites.values()
+    )
     modern = [m for m in manifest["mailboxes"] if m["kind"] == "modern"]
     legacy = [m for m in manifest["mailboxes"] if m["kind"] == "legacy"]
     assert len(modern) == 18
@@ -120,8 +137,9 @@ def test_event_written_over_caldav_shows_up_in_the_next_lookup(lab, monkeypatch)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", manifest["ca_cert"])
     mailbox = [m for m in manifest["mailboxes"] if m["kind"] == "modern"][-1]  # the last site's
     caldav_site = next(s for s in manifest["sites"] if s["name"] == mailbox["site"])["caldav"]
-    client = caldav.DAVClient(url=caldav_site["url"], username=caldav_site["username"],
-                              password=caldav_site["password"])
+    client = caldav.DAVClient(
+        url=caldav_site["url"], username=caldav_site["username"], password=caldav_site["password"]
+    )
     uid = uuid.uuid4().hex
     client.calendar(url=mailbox["calendar_url"]).add_event(
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//tests//EN\r\nBEGIN:VEVENT\r\n"
@@ -160,33 +178,52 @@ def weekday_window() -> tuple[dt.datetime, dt.datetime]:
     return day + dt.timedelta(hours=6), day + dt.timedelta(hours=20)
 
 
-def old_server_digits(manifest: dict, address: str, start: dt.datetime, end: dt.datetime,
-                      interval: int) -> str:
+def old_server_digits(
+    manifest: dict, address: str, start: dt.datetime, end: dt.datetime, interval: int
+) -> str:
     """What the old server itself says, asked the way DavMail asks it."""
     legacy_url = next(m["legacy_url"] for m in manifest["mailboxes"] if m["address"] == address)
-    r = httpx.get(legacy_url, params={"cmd": "freebusy", "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
-                                      "end": f"{end:%Y-%m-%dT%H:%M:%SZ}", "interval": interval,
-                                      "u": f"SMTP:{address}"}, timeout=10)
+    r = httpx.get(
+        legacy_url,
+        params={
+            "cmd": "freebusy",
+            "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
+            "end": f"{end:%Y-%m-%dT%H:%M:%SZ}",
+            "interval": interval,
+            "u": f"SMTP:{address}",
+        },
+        timeout=10,
+    )
     assert r.status_code == 200
     return r.text.rsplit("<a:fbdata>", 1)[1].split("</a:fbdata>")[0]  # DavMail: the last fbdata
 
 
-def test_legacy_mailboxes_through_a_node_of_another_site_match_the_old_server(lab, monkeypatch) -> None:
+def test_legacy_mailboxes_through_a_node_of_another_site_match_the_old_server(
+    lab, monkeypatch
+) -> None:
     manifest, _ = lab
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", manifest["ca_cert"])
     legacy = [m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy"]
     ap = next(s for s in manifest["sites"] if s["name"] == "ap")["nodes"][0]
     close_connections()
-    config = Configuration(service_endpoint=ap + "/EWS/Exchange.asmx", auth_type=BASIC,
-                           credentials=Credentials(manifest["client"]["username"],
-                                                   manifest["client"]["password"]))
+    config = Configuration(
+        service_endpoint=ap + "/EWS/Exchange.asmx",
+        auth_type=BASIC,
+        credentials=Credentials(manifest["client"]["username"], manifest["client"]["password"]),
+    )
     account = Account(legacy[0], config=config, autodiscover=False, access_type=DELEGATE)
     start, end = weekday_window()
     zone = EWSTimeZone("UTC")
     for interval in (30, 60):
-        views = list(account.protocol.get_free_busy_info(
-            [(a, "Required", False) for a in legacy], start.astimezone(zone), end.astimezone(zone),
-            interval, "DetailedMerged"))
+        views = list(
+            account.protocol.get_free_busy_info(
+                [(a, "Required", False) for a in legacy],
+                start.astimezone(zone),
+                end.astimezone(zone),
+                interval,
+                "DetailedMerged",
+            )
+        )
         for address, view in zip(legacy, views):
             assert view.view_type == "MergedOnly"  # all that public-folder data can give
             assert view.merged == old_server_digits(manifest, address, start, end, interval)
@@ -195,15 +232,26 @@ def test_legacy_mailboxes_through_a_node_of_another_site_match_the_old_server(la
 
 def test_one_request_mixes_local_remote_modern_and_legacy(lab) -> None:
     manifest, _ = lab
-    by = lambda site, kind: next(m["address"] for m in manifest["mailboxes"]  # noqa: E731
-                                 if m["site"] == site and m["kind"] == kind)
+    by = lambda site, kind: next(
+        m["address"] for m in manifest["mailboxes"] if m["site"] == site and m["kind"] == kind
+    )
     addresses = [by("eu", "modern"), by("eu", "legacy"), by("us", "modern"), by("us", "legacy")]
     start, end = weekday_window()
     eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
-    body = availability(addresses, start=f"{start:%Y-%m-%dT%H:%M:%SZ}",
-                        end=f"{end:%Y-%m-%dT%H:%M:%SZ}", interval="30", view="DetailedMerged")
-    r = httpx.post(eu + "/EWS/Exchange.asmx", content=body, timeout=30, verify=ssl_context(manifest),
-                   auth=(manifest["client"]["username"], manifest["client"]["password"]))
+    body = availability(
+        addresses,
+        start=f"{start:%Y-%m-%dT%H:%M:%SZ}",
+        end=f"{end:%Y-%m-%dT%H:%M:%SZ}",
+        interval="30",
+        view="DetailedMerged",
+    )
+    r = httpx.post(
+        eu + "/EWS/Exchange.asmx",
+        content=body,
+        timeout=30,
+        verify=ssl_context(manifest),
+        auth=(manifest["client"]["username"], manifest["client"]["password"]),
+    )
     assert r.status_code == 200
     validate_ews_body(r.content)
     tree = etree.fromstring(r.content)
@@ -218,24 +266,43 @@ def test_one_request_mixes_local_remote_modern_and_legacy(lab) -> None:
 
 def test_the_old_front_door_of_a_node_answers_davmail_and_zimbra(lab) -> None:
     manifest, _ = lab
-    legacy = next(m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy" and m["site"] == "us")
-    modern = next(m["address"] for m in manifest["mailboxes"] if m["kind"] == "modern" and m["site"] == "ap")
+    legacy = next(
+        m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy" and m["site"] == "us"
+    )
+    modern = next(
+        m["address"] for m in manifest["mailboxes"] if m["kind"] == "modern" and m["site"] == "ap"
+    )
     start, end = weekday_window()
     eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
     auth = (manifest["client"]["username"], manifest["client"]["password"])
     with httpx.Client(verify=ssl_context(manifest), auth=auth, timeout=30) as client:
         # DavMail: lower-case cmd, SMTP: prefix, 15-minute slots, reads the LAST fbdata
-        r = client.get(eu + "/public/", params={
-            "cmd": "freebusy", "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
-            "end": f"{end:%Y-%m-%dT%H:%M:%SZ}", "interval": 15, "u": f"SMTP:{legacy}"})
+        r = client.get(
+            eu + "/public/",
+            params={
+                "cmd": "freebusy",
+                "start": f"{start:%Y-%m-%dT%H:%M:%SZ}",
+                "end": f"{end:%Y-%m-%dT%H:%M:%SZ}",
+                "interval": 15,
+                "u": f"SMTP:{legacy}",
+            },
+        )
         assert r.status_code == 200
         davmail = r.text.rsplit("<a:fbdata>", 1)[1].split("</a:fbdata>")[0]
         assert davmail == old_server_digits(manifest, legacy, start, end, 15)
         # Zimbra: Cmd=, the old endt= spelling, two users, items matched by a:email
-        r = client.get(eu + "/public/", params=[
-            ("Cmd", "freebusy"), ("start", f"{start:%Y-%m-%dT%H:%M:%SZ}"),
-            ("endt", f"{end:%Y-%m-%dT%H:%M:%SZ}"), ("interval", "30"),
-            ("u", f"SMTP:{modern}"), ("u", legacy), ("u", "SMTP:nobody@contoso.test")])
+        r = client.get(
+            eu + "/public/",
+            params=[
+                ("Cmd", "freebusy"),
+                ("start", f"{start:%Y-%m-%dT%H:%M:%SZ}"),
+                ("endt", f"{end:%Y-%m-%dT%H:%M:%SZ}"),
+                ("interval", "30"),
+                ("u", f"SMTP:{modern}"),
+                ("u", legacy),
+                ("u", "SMTP:nobody@contoso.test"),
+            ],
+        )
         assert r.status_code == 200
     items = {}
     for item in etree.fromstring(r.content).iter("{WM}item"):
@@ -256,7 +323,9 @@ def test_cas_lookup_finds_every_site_through_the_lab_dns(lab, tmp_path) -> None:
     addresses = list(one_per_site.values())
     done = subprocess.run(
         [sys.executable, "-m", "cas", "lookup", *addresses, "--manifest", str(path), "--json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)

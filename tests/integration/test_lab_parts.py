@@ -319,4 +319,3 @@ def test_lab_seed_reports_a_bad_sitemap_as_a_usage_error(tmp_path: Path) -> None
     (tmp_path / "sitemap.yaml").write_text("sites: []\n")
     result = seed(tmp_path / "sitemap.yaml", secret(tmp_path, "pw", "x"))
     assert result.returncode == 2 and result.stderr.startswith("cas lab-seed: ")
-

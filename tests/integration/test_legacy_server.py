@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,11 @@ from cas.legacy.server import LegacyServer
 from cas.model.freebusy import MailboxData, Window
 from sitemap.model import LegacyServerConfig, Mailbox
 
-UTC = timezone.utc
-MARCH = {"publish_start": datetime(2024, 3, 1, tzinfo=UTC),
-         "publish_end": datetime(2024, 5, 1, tzinfo=UTC)}
+UTC = UTC
+MARCH = {
+    "publish_start": datetime(2024, 3, 1, tzinfo=UTC),
+    "publish_end": datetime(2024, 5, 1, tzinfo=UTC),
+}
 DIRECTORY = {
     "ann@contoso.test": DirectoryEntry("/o=Contoso/ou=EU/cn=Recipients/cn=ann", "Ann Example"),
     "bob@contoso.test": DirectoryEntry("/o=Contoso/ou=EU/cn=Recipients/cn=bob", "Bob"),
@@ -161,7 +163,9 @@ async def test_restart_keeps_data_and_a_stopped_server_fails_fast(tmp_path: Path
         server.start()
         server.publish("ann@contoso.test", busy=[(t(2024, 3, 4, 9), t(2024, 3, 4, 10))], **MARCH)
         duplicate = server.publish(
-            "ann@contoso.test", busy=[(t(2024, 3, 4, 8), t(2024, 3, 4, 12))], duplicate=True,
+            "ann@contoso.test",
+            busy=[(t(2024, 3, 4, 8), t(2024, 3, 4, 12))],
+            duplicate=True,
             **MARCH,
         )
         assert duplicate["subject"] == "USER-/CN=RECIPIENTS/CN=ANN-2"
@@ -169,8 +173,10 @@ async def test_restart_keeps_data_and_a_stopped_server_fails_fast(tmp_path: Path
         server.stop()
         server.start()
         assert server.pid != first_pid
-        query = ("cmd=freebusy&start=2024-03-04T08:00:00Z&end=2024-03-04T12:00:00Z&interval=60"
-                 "&u=SMTP:ann@contoso.test")
+        query = (
+            "cmd=freebusy&start=2024-03-04T08:00:00Z&end=2024-03-04T12:00:00Z&interval=60"
+            "&u=SMTP:ann@contoso.test"
+        )
         assert fbdata(get(server, query).text)[-1] == "0200"  # the earliest message still wins
         assert httpx.get(f"{server.url}/healthz", trust_env=False).json()["messages"] == 2
     finally:
@@ -192,9 +198,21 @@ def test_cli_reports_a_bad_directory_without_a_traceback(tmp_path: Path) -> None
     bad = tmp_path / "directory.csv"
     bad.write_text("address,legacy_dn\nann@contoso.test,not-a-dn\n")
     done = subprocess.run(
-        [sys.executable, "-m", "cas", "legacy-server", "--data", str(tmp_path / "data"),
-         "--directory", str(bad), "--port", "1"],
-        capture_output=True, text=True, timeout=30,
+        [
+            sys.executable,
+            "-m",
+            "cas",
+            "legacy-server",
+            "--data",
+            str(tmp_path / "data"),
+            "--directory",
+            str(bad),
+            "--port",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert done.returncode == 2
     assert "cas legacy-server:" in done.stderr and "line 2: a legacy DN starts with" in done.stderr

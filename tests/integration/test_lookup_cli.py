@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from sitemap.model import ClientAuth, ClientUser, Mailbox, SecretRef, Site, Site
 from tests.support import node as support
 from tests.support.node import ThreadedServer, make_test_ca
 
-UTC = timezone.utc
+UTC = UTC
 USER, PASSWORD, PASSWORD_ENV = "scheduler", "lookup-s3cret", "CAS_LOOKUP_TEST_PASSWORD"
 
 
@@ -46,7 +46,16 @@ DATA = {
 # One-hour slots of 4 March in Berlin (CET: 23:00Z on the 3rd to 23:00Z on the 4th)
 ANN_MERGED = "000000000200010000000000"  # 09-10 busy, 13:30-14 tentative (local)
 BOB_MERGED = "000000033330000000000000"  # 07-11 OOF (local)
-WINDOW = ["--tz", "Europe/Berlin", "--start", "2024-03-04", "--end", "2024-03-05", "--interval", "60"]
+WINDOW = [
+    "--tz",
+    "Europe/Berlin",
+    "--start",
+    "2024-03-04",
+    "--end",
+    "2024-03-05",
+    "--interval",
+    "60",
+]
 
 
 class LateApp:
@@ -80,7 +89,9 @@ def node(tls: support.TestCA, tmp_path_factory: pytest.TempPathFactory) -> Itera
         domains=("contoso.test", "old.test"),
         auth=ClientAuth(users=(ClientUser(USER, SecretRef(file=str(secret))),)),
     )
-    late.app = create_app(load_settings({}, environ={}), sitemap, "eu", backends={"modern": FakeBackend(DATA)})
+    late.app = create_app(
+        load_settings({}, environ={}), sitemap, "eu", backends={"modern": FakeBackend(DATA)}
+    )
     with server:
         yield server
 
@@ -103,19 +114,41 @@ def auth(tls: support.TestCA) -> list[str]:
 
 @pytest.mark.usefixtures("password")
 def test_url_lookup_returns_merged_strings_and_events(node, tls, capsys) -> None:
-    code, out, _ = lookup(capsys, "ann@contoso.test", "bob@contoso.test", "--url", node.url, *auth(tls), *WINDOW, "--json")
+    code, out, _ = lookup(
+        capsys,
+        "ann@contoso.test",
+        "bob@contoso.test",
+        "--url",
+        node.url,
+        *auth(tls),
+        *WINDOW,
+        "--json",
+    )
     assert code == 0
     doc = json.loads(out)
-    assert doc["window"] == {"start": "2024-03-03T23:00:00Z", "end": "2024-03-04T23:00:00Z", "timezone": "Europe/Berlin"}
+    assert doc["window"] == {
+        "start": "2024-03-03T23:00:00Z",
+        "end": "2024-03-04T23:00:00Z",
+        "timezone": "Europe/Berlin",
+    }
     ann, bob = doc["attendees"]
-    assert (ann["status"], ann["merged"], ann["ews_url"]) == ("ok", ANN_MERGED, node.url + "/EWS/Exchange.asmx")
-    assert [(e["start"], e["end"], e["busy_type"], e["subject"], e["location"], e["meeting"]) for e in ann["events"]] == [
+    assert (ann["status"], ann["merged"], ann["ews_url"]) == (
+        "ok",
+        ANN_MERGED,
+        node.url + "/EWS/Exchange.asmx",
+    )
+    assert [
+        (e["start"], e["end"], e["busy_type"], e["subject"], e["location"], e["meeting"])
+        for e in ann["events"]
+    ] == [
         ("2024-03-04T08:00:00Z", "2024-03-04T09:00:00Z", "Busy", "Design review", "Room 1", True),
         ("2024-03-04T12:30:00Z", "2024-03-04T13:00:00Z", "Tentative", "Maybe lunch", None, False),
     ]
     assert (bob["status"], bob["merged"]) == ("ok", BOB_MERGED)
     # the requester is not bob: his private item shows only that it is private
-    assert [(e["busy_type"], e["subject"], e["private"]) for e in bob["events"]] == [("OOF", None, True)]
+    assert [(e["busy_type"], e["subject"], e["private"]) for e in bob["events"]] == [
+        ("OOF", None, True)
+    ]
 
 
 @pytest.mark.usefixtures("password")
@@ -125,7 +158,11 @@ def test_an_unknown_mailbox_is_an_error_never_free(node, tls, capsys) -> None:
     assert code == 1
     ann, ghost = json.loads(out)["attendees"]
     assert ann["status"] == "ok"
-    assert (ghost["status"], ghost["merged"], ghost["events"]) == ("ErrorMailRecipientNotFound", None, [])
+    assert (ghost["status"], ghost["merged"], ghost["events"]) == (
+        "ErrorMailRecipientNotFound",
+        None,
+        [],
+    )
     assert "ghost@contoso.test" in ghost["message"]
     code, out, _ = lookup(capsys, *argv)
     assert code == 1
@@ -153,27 +190,47 @@ def dns(node: ThreadedServer) -> Iterator[DnsResponder]:
 
 @pytest.mark.usefixtures("password")
 def test_discovery_through_dns_srv_and_autodiscover(node, tls, dns, capsys) -> None:
-    argv = ["ann@contoso.test", "robert@old.test", "--dns", f"127.0.0.1:{dns.port}", *auth(tls), *WINDOW, "--json"]
+    argv = [
+        "ann@contoso.test",
+        "robert@old.test",
+        "--dns",
+        f"127.0.0.1:{dns.port}",
+        *auth(tls),
+        *WINDOW,
+        "--json",
+    ]
     code, out, _ = lookup(capsys, *argv)
     assert code == 0
     ann, robert = json.loads(out)["attendees"]
     ews_url = node.url + "/EWS/Exchange.asmx"
-    assert (ann["ews_url"], ann["display_name"], ann["merged"]) == (ews_url, "Ann Example", ANN_MERGED)
+    assert (ann["ews_url"], ann["display_name"], ann["merged"]) == (
+        ews_url,
+        "Ann Example",
+        ANN_MERGED,
+    )
     # an alias under another domain is redirected to the primary address, then asked about
-    assert (robert["address"], robert["mailbox"], robert["merged"]) == ("robert@old.test", "bob@contoso.test", BOB_MERGED)
+    assert (robert["address"], robert["mailbox"], robert["merged"]) == (
+        "robert@old.test",
+        "bob@contoso.test",
+        BOB_MERGED,
+    )
     asked = dns.queries
     assert ("_autodiscover._tcp.contoso.test.", "SRV") in asked
     assert ("down.contoso.test.", "A") in asked and ("cas1.contoso.test.", "A") in asked
 
 
-def test_the_lab_manifest_supplies_dns_ca_and_credentials(node, tls, dns, capsys, tmp_path: Path) -> None:
+def test_the_lab_manifest_supplies_dns_ca_and_credentials(
+    node, tls, dns, capsys, tmp_path: Path
+) -> None:
     manifest = tmp_path / "lab.json"
     manifest.write_text(json.dumps({
         "domain": "contoso.test", "dns": {"host": "127.0.0.1", "port": dns.port},
         "ca_cert": str(tls.ca_pem), "client": {"username": USER, "password": PASSWORD},
         "sites": [{"name": "eu", "nodes": [node.url]}], "mailboxes": [],
     }))  # fmt: skip
-    code, out, _ = lookup(capsys, "bob@contoso.test", "--manifest", str(manifest), *WINDOW, "--json")
+    code, out, _ = lookup(
+        capsys, "bob@contoso.test", "--manifest", str(manifest), *WINDOW, "--json"
+    )
     assert code == 0
     assert json.loads(out)["attendees"][0]["merged"] == BOB_MERGED
 
@@ -187,7 +244,9 @@ def test_the_lab_manifest_supplies_dns_ca_and_credentials(node, tls, dns, capsys
         (["ann@contoso.test", "--password-env", "CAS_LOOKUP_WRONG"], "refused the credentials"),
     ],
 )  # fmt: skip
-def test_discovery_and_connection_failures_exit_2_with_a_message(node, tls, dns, capsys, monkeypatch, argv, words) -> None:
+def test_discovery_and_connection_failures_exit_2_with_a_message(
+    node, tls, dns, capsys, monkeypatch, argv, words
+) -> None:
     monkeypatch.setenv("CAS_LOOKUP_WRONG", "not-the-password")
     base = ["--dns", f"127.0.0.1:{dns.port}", "--ca", str(tls.ca_pem), "--user", USER]
     if "--password-env" not in argv:

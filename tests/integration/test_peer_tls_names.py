@@ -9,7 +9,7 @@ SRV at 127.0.0.1.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -26,7 +26,7 @@ from tests.support.node import TestCA, ThreadedServer
 from tests.unit.test_ews_endpoint import availability
 
 M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
-T0 = datetime(2024, 3, 4, 9, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 4, 9, tzinfo=UTC)
 NAME = "node-0.us.contoso.test"
 
 
@@ -42,31 +42,45 @@ def files(ca: trustme.CA, directory: Path, *names: str) -> TestCA:
 
 def test_an_srv_peer_is_verified_by_its_name(tmp_path: Path) -> None:
     ca = trustme.CA()
-    named_only = files(ca, tmp_path / "us", NAME)             # no IP in this certificate
+    named_only = files(ca, tmp_path / "us", NAME)  # no IP in this certificate
     entry_tls = files(ca, tmp_path / "eu", "127.0.0.1")
     (tmp_path / "secret").write_text(secrets.token_urlsafe(32))
     settings = load_settings(
-        {"cluster_secret_file": str(tmp_path / "secret"), "peer_ca_file": str(named_only.ca_pem),
-         "remote_cache_seconds": 0},
+        {
+            "cluster_secret_file": str(tmp_path / "secret"),
+            "peer_ca_file": str(named_only.ca_pem),
+            "remote_cache_seconds": 0,
+        },
         environ={},
     )
     with DnsResponder() as dns:
         sitemap = Sitemap(
             source="test",
-            sites=(Site("eu", nodes=("https://127.0.0.1:1",)), Site("us", srv="_cas._tcp.us.contoso.test")),
+            sites=(
+                Site("eu", nodes=("https://127.0.0.1:1",)),
+                Site("us", srv="_cas._tcp.us.contoso.test"),
+            ),
             mailboxes=(Mailbox("bob@contoso.test", "us"),),
             auth=ClientAuth(anonymous=True),
             dns=DnsConfig(nameservers=("127.0.0.1",), port=dns.port, timeout_seconds=1),
         )
         busy = MailboxData(events=(Event(T0, T0 + timedelta(hours=1), BusyType.BUSY),))
-        us = create_app(settings, sitemap, "us", backends={"modern": FakeBackend({"bob@contoso.test": busy})})
+        us = create_app(
+            settings, sitemap, "us", backends={"modern": FakeBackend({"bob@contoso.test": busy})}
+        )
         eu = create_app(settings, sitemap, "eu", backends={})
         with ThreadedServer(us, named_only) as remote, ThreadedServer(eu, entry_tls) as entry:
             dns.set_srv("_cas._tcp.us.contoso.test", [(0, 0, remote.port, NAME + ".")])
             dns.set_a(NAME, ["127.0.0.1"])
             with httpx.Client(verify=str(entry_tls.ca_pem), trust_env=False, timeout=15) as client:
-                r = client.post(entry.url + "/EWS/Exchange.asmx", content=availability(
-                    ["bob@contoso.test"], start="2024-03-04T08:00:00Z", end="2024-03-04T12:00:00Z"))
+                r = client.post(
+                    entry.url + "/EWS/Exchange.asmx",
+                    content=availability(
+                        ["bob@contoso.test"],
+                        start="2024-03-04T08:00:00Z",
+                        end="2024-03-04T12:00:00Z",
+                    ),
+                )
     assert r.status_code == 200
     codes = [c.text for c in etree.fromstring(r.content).iter(f"{M}ResponseCode")]
     assert codes == ["NoError"], r.text

@@ -89,7 +89,7 @@ async def elapsed(call: Awaitable[object]) -> tuple[float, BaseException | None]
     started = time.monotonic()
     try:
         await call
-    except BaseException as exc:  # noqa: BLE001 - the test inspects it
+    except BaseException as exc:
         return time.monotonic() - started, exc
     return time.monotonic() - started, None
 
@@ -463,7 +463,10 @@ def test_sentinel_url_builds_a_master_client() -> None:
     assert pool.connection_kwargs["password"] == "data-pw"
     sentinels = pool.sentinel_manager.sentinels
     addresses = [s.connection_pool.connection_kwargs for s in sentinels]
-    assert [(a["host"], a["port"]) for a in addresses] == [("127.0.0.11", 26379), ("127.0.0.12", 26379)]
+    assert [(a["host"], a["port"]) for a in addresses] == [
+        ("127.0.0.11", 26379),
+        ("127.0.0.12", 26379),
+    ]
     assert all(a["password"] == "sentinel-pw" and a["socket_timeout"] == 0.4 for a in addresses)
     assert store.describe() == "redis+sentinel://127.0.0.11:26379,127.0.0.12:26379/cache-eu/2"
 

@@ -66,8 +66,13 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
     path = tmp_path / "sitemap.yaml"
     write(path, 1, "ann@contoso.test")
     settings = load_settings({"reload_check_seconds": 0.2}, environ={})
-    app = create_app(settings, load_sitemap(path), "eu", path=str(path),
-                     backends={"modern": SlowBackend({"ann@contoso.test": MailboxData()})})
+    app = create_app(
+        settings,
+        load_sitemap(path),
+        "eu",
+        path=str(path),
+        backends={"modern": SlowBackend({"ann@contoso.test": MailboxData()})},
+    )
     with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         assert status_of(client, "ann@contoso.test") == 200
         assert status_of(client, "bob@contoso.test") == 404
@@ -76,8 +81,11 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
         from tests.unit.test_ews_endpoint import availability
 
         answer: dict[str, httpx.Response] = {}
-        slow = threading.Thread(target=lambda: answer.update(r=client.post(
-            "/EWS/Exchange.asmx", content=availability(["ann@contoso.test"]))))
+        slow = threading.Thread(
+            target=lambda: answer.update(
+                r=client.post("/EWS/Exchange.asmx", content=availability(["ann@contoso.test"]))
+            )
+        )
         slow.start()
         time.sleep(0.3)
         write(path, 1, "ann@contoso.test", "bob@contoso.test")
@@ -100,12 +108,28 @@ def test_sighup_reloads_a_running_node(tmp_path: Path) -> None:
     path = tmp_path / "sitemap.yaml"
     write(path, port, "ann@contoso.test")
     process = subprocess.Popen(
-        [sys.executable, "-m", "cas", "serve", "--config", str(path), "--port", str(port),
-         "--set", "reload_check_seconds=3600", "--set", "shutdown_drain_seconds=0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "cas",
+            "serve",
+            "--config",
+            str(path),
+            "--port",
+            str(port),
+            "--set",
+            "reload_check_seconds=3600",
+            "--set",
+            "shutdown_drain_seconds=0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as client:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False
+        ) as client:
+
             def up() -> bool:
                 try:
                     return client.get("/readyz").status_code == 200

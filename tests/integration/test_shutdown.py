@@ -31,14 +31,19 @@ def test_sigterm_drains_then_finishes_requests_in_flight_then_exits(tmp_path) ->
                   "request_timeout_seconds": 8},
     )  # fmt: skip
     try:
-        cluster.write_events("eu-a@contoso.test", [f"""
+        cluster.write_events(
+            "eu-a@contoso.test",
+            [
+                f"""
 BEGIN:VEVENT
 UID:{uuid.uuid4()}
 DTSTAMP:20240101T000000Z
 DTSTART:20240304T090000Z
 DTEND:20240304T100000Z
 SUMMARY:busy
-END:VEVENT"""])
+END:VEVENT"""
+            ],
+        )
         [node] = cluster.sites["eu"]
         cluster.caldav_proxies["eu"].delay(2.0)
         answer: dict[str, httpx.Response] = {}
@@ -46,9 +51,15 @@ END:VEVENT"""])
         def lookup() -> None:
             with httpx.Client(verify=str(ca.ca_pem), trust_env=False, timeout=20) as client:
                 answer["r"] = client.post(
-                    node.direct_url + "/EWS/Exchange.asmx", auth=cluster.client,
-                    content=availability(["eu-a@contoso.test"], start="2024-03-04T08:00:00Z",
-                                         end="2024-03-04T12:00:00Z", interval="60"))
+                    node.direct_url + "/EWS/Exchange.asmx",
+                    auth=cluster.client,
+                    content=availability(
+                        ["eu-a@contoso.test"],
+                        start="2024-03-04T08:00:00Z",
+                        end="2024-03-04T12:00:00Z",
+                        interval="60",
+                    ),
+                )
 
         in_flight = threading.Thread(target=lookup)
         in_flight.start()

@@ -95,12 +95,17 @@ class Cluster:
                     except httpx.TransportError:
                         pass
                     if time.monotonic() > deadline:
-                        raise RuntimeError(f"node {node.direct_url} not ready:\n{node.log.read_text()[-3000:]}")
+                        raise RuntimeError(
+                            f"node {node.direct_url} not ready:\n{node.log.read_text()[-3000:]}"
+                        )
                     time.sleep(0.1)
 
     def write_events(self, address: str, components: list[str]) -> None:
-        client = caldav.DAVClient(url=self.radicales[address.split("@")[0].split("-")[0]].url,
-                                  username=self.admin[0], password=self.admin[1])
+        client = caldav.DAVClient(
+            url=self.radicales[address.split("@")[0].split("-")[0]].url,
+            username=self.admin[0],
+            password=self.admin[1],
+        )
         calendar = client.calendar(url=self.calendars[address])
         for component in components:
             calendar.add_event(
@@ -146,8 +151,10 @@ def start_cluster(
     cluster = Cluster(root, ca, secret, client, admin=admin, admin_token=admin_token)
     for site in site_mailboxes:
         radicale = RadicaleServer(
-            root / f"radicale-{site}", {admin[0]: admin[1], service[0]: service[1]},
-            admins=[admin[0]], readers=[service[0]],
+            root / f"radicale-{site}",
+            {admin[0]: admin[1], service[0]: service[1]},
+            admins=[admin[0]],
+            readers=[service[0]],
         )
         radicale.start()
         cluster.radicales[site] = radicale
@@ -185,7 +192,9 @@ def start_cluster(
             **(settings or {}),
         },
         "domains": ["contoso.test"],
-        "auth": {"users": [{"username": client[0], "password_file": str(root / "client-password")}]},
+        "auth": {
+            "users": [{"username": client[0], "password_file": str(root / "client-password")}]
+        },
         "sites": [
             {
                 "name": site,

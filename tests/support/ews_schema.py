@@ -1,4 +1,4 @@
-"""Validate EWS response bodies against the published EWS schema (conformance/ews/messages.xsd).
+"""Validate EWS response bodies against the published EWS schema (tests/data/ews/schema/).
 
 The schema is loaded once per process. `validate_ews_body(envelope_bytes)` checks the first child
 of the SOAP Body and raises AssertionError with lxml's error log; unit tests use it on codec
@@ -15,8 +15,8 @@ from pathlib import Path
 from lxml import etree
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
-# tests/support/ -> repository root -> its sibling "shared" checkout of the conformance files
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "conformance" / "ews"
+# tests/support/ -> tests/ -> data/ews/schema (see the README there for where the files come from)
+DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[1] / "data" / "ews" / "schema"
 
 
 def schema_dir() -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -26,7 +26,7 @@ S = "http://schemas.xmlsoap.org/soap/envelope/"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 E = "http://schemas.microsoft.com/exchange/services/2006/errors"
-UTC = timezone.utc
+UTC = UTC
 
 SITEMAP = Sitemap(
     source="test",
@@ -44,12 +44,20 @@ class SlowBackend(FakeBackend):
         return await super().fetch(mailbox, window)
 
 
-BUSY = MailboxData(events=(Event(datetime(2024, 3, 4, 9, tzinfo=UTC), datetime(2024, 3, 4, 10, tzinfo=UTC), BusyType.BUSY),))
+BUSY = MailboxData(
+    events=(
+        Event(
+            datetime(2024, 3, 4, 9, tzinfo=UTC), datetime(2024, 3, 4, 10, tzinfo=UTC), BusyType.BUSY
+        ),
+    )
+)
 
 
 def client(**settings: object) -> httpx.AsyncClient:
     backend = SlowBackend({"u0@contoso.test": BUSY}, failing={"down@contoso.test"})
-    app = create_app(load_settings(settings, environ={}), SITEMAP, "eu", backends={"modern": backend})
+    app = create_app(
+        load_settings(settings, environ={}), SITEMAP, "eu", backends={"modern": backend}
+    )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://node")
 
 
@@ -69,11 +77,17 @@ UTC_TZ = (
 )
 
 
-def availability(addresses, start="2024-03-04T00:00:00Z", end="2024-03-05T00:00:00Z",
-                 interval="60", view="FreeBusyMerged") -> bytes:
+def availability(
+    addresses,
+    start="2024-03-04T00:00:00Z",
+    end="2024-03-05T00:00:00Z",
+    interval="60",
+    view="FreeBusyMerged",
+) -> bytes:
     boxes = "".join(
         f"<t:MailboxData><t:Email><t:Address>{a}</t:Address></t:Email>"
-        "<t:AttendeeType>Required</t:AttendeeType></t:MailboxData>" for a in addresses
+        "<t:AttendeeType>Required</t:AttendeeType></t:MailboxData>"
+        for a in addresses
     )
     return envelope(
         f"<m:GetUserAvailabilityRequest>{UTC_TZ}<m:MailboxDataArray>{boxes}</m:MailboxDataArray>"
@@ -95,7 +109,9 @@ def fault_of(response: httpx.Response) -> tuple[str, str]:
 
 async def post(body: bytes, **settings: object) -> httpx.Response:
     async with client(**settings) as c:
-        return await c.post("/EWS/Exchange.asmx", content=body, headers={"Content-Type": "text/xml"})
+        return await c.post(
+            "/EWS/Exchange.asmx", content=body, headers={"Content-Type": "text/xml"}
+        )
 
 
 @pytest.mark.parametrize(
@@ -109,35 +125,98 @@ async def post(body: bytes, **settings: object) -> httpx.Response:
         (
             b'<?xml version="1.0"?><!DOCTYPE s [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
             + envelope("<m:ConvertId>&x;</m:ConvertId>").split(b"?>", 1)[1],
-            400, "ErrorSchemaValidation", "DTD",
+            400,
+            "ErrorSchemaValidation",
+            "DTD",
         ),
         (
             b'<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY a "aaaaaaaaaa">'
-            + b"".join(b'<!ENTITY %c "&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;">' % ((98 + i,) + (97 + i,) * 10) for i in range(9))
+            + b"".join(
+                b'<!ENTITY %c "&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;&%c;">'
+                % ((98 + i,) + (97 + i,) * 10)
+                for i in range(9)
+            )
             + b"]><lolz>&j;</lolz>",
-            400, "ErrorSchemaValidation", "DTD",
+            400,
+            "ErrorSchemaValidation",
+            "DTD",
         ),
-        ('<?xml version="1.0" encoding="utf-16"?><!DOCTYPE x [<!ENTITY y "z">]><x>&y;</x>'.encode("utf-16"),
-         400, "ErrorSchemaValidation", "DTD"),
+        (
+            '<?xml version="1.0" encoding="utf-16"?><!DOCTYPE x [<!ENTITY y "z">]><x>&y;</x>'.encode(
+                "utf-16"
+            ),
+            400,
+            "ErrorSchemaValidation",
+            "DTD",
+        ),
         (envelope("<m:DeleteItem/>"), 500, "ErrorInvalidOperation", "DeleteItem"),
         (availability([]), 500, "ErrorMailboxDataArrayEmpty", ""),
-        (availability([f"u{i}@contoso.test" for i in range(101)]), 500, "ErrorMailboxDataArrayTooBig",
-         "allowed size = 100; actual size = 101"),
-        (availability(["u0@contoso.test"], end="2024-05-06T00:00:00Z"), 500, "ErrorTimeIntervalTooBig",
-         "allowed limit = 62 days; the actual limit = 63 days"),
-        (availability(["u0@contoso.test"], start="2024-03-05T00:00:00Z"), 500, "ErrorInvalidTimeInterval",
-         "TimeWindow is invalid"),
-        (availability(["u0@contoso.test"], end="2024-03-04T00:00:00Z"), 500, "ErrorInvalidTimeInterval", ""),
-        (availability(["u0@contoso.test"], interval="4"), 500, "ErrorInvalidMergedFreeBusyInterval", ""),
-        (availability(["u0@contoso.test"], interval="1441"), 500, "ErrorInvalidMergedFreeBusyInterval", ""),
-        (availability(["u0@contoso.test"], end="2024-03-04T00:30:00Z"), 500, "ErrorInvalidMergedFreeBusyInterval", ""),
-        (availability(["u0@contoso.test"], interval="sixty"), 500, "ErrorSchemaValidation", "MergedFreeBusyIntervalInMinutes"),
-        (availability(["u0@contoso.test"], start="yesterday"), 500, "ErrorSchemaValidation", "StartTime"),
+        (
+            availability([f"u{i}@contoso.test" for i in range(101)]),
+            500,
+            "ErrorMailboxDataArrayTooBig",
+            "allowed size = 100; actual size = 101",
+        ),
+        (
+            availability(["u0@contoso.test"], end="2024-05-06T00:00:00Z"),
+            500,
+            "ErrorTimeIntervalTooBig",
+            "allowed limit = 62 days; the actual limit = 63 days",
+        ),
+        (
+            availability(["u0@contoso.test"], start="2024-03-05T00:00:00Z"),
+            500,
+            "ErrorInvalidTimeInterval",
+            "TimeWindow is invalid",
+        ),
+        (
+            availability(["u0@contoso.test"], end="2024-03-04T00:00:00Z"),
+            500,
+            "ErrorInvalidTimeInterval",
+            "",
+        ),
+        (
+            availability(["u0@contoso.test"], interval="4"),
+            500,
+            "ErrorInvalidMergedFreeBusyInterval",
+            "",
+        ),
+        (
+            availability(["u0@contoso.test"], interval="1441"),
+            500,
+            "ErrorInvalidMergedFreeBusyInterval",
+            "",
+        ),
+        (
+            availability(["u0@contoso.test"], end="2024-03-04T00:30:00Z"),
+            500,
+            "ErrorInvalidMergedFreeBusyInterval",
+            "",
+        ),
+        (
+            availability(["u0@contoso.test"], interval="sixty"),
+            500,
+            "ErrorSchemaValidation",
+            "MergedFreeBusyIntervalInMinutes",
+        ),
+        (
+            availability(["u0@contoso.test"], start="yesterday"),
+            500,
+            "ErrorSchemaValidation",
+            "StartTime",
+        ),
         (availability(["u0@contoso.test"], view="None"), 500, "ErrorInvalidFreeBusyViewType", ""),
-        (availability(["u0@contoso.test"], view="Everything"), 500, "ErrorSchemaValidation", "RequestedView"),
+        (
+            availability(["u0@contoso.test"], view="Everything"),
+            500,
+            "ErrorSchemaValidation",
+            "RequestedView",
+        ),
     ],
 )
-async def test_bad_input_gets_a_clear_fault(body: bytes, status: int, code: str, words: str) -> None:
+async def test_bad_input_gets_a_clear_fault(
+    body: bytes, status: int, code: str, words: str
+) -> None:
     started = time.monotonic()
     response = await post(body)
     assert time.monotonic() - started < 5
@@ -167,7 +246,9 @@ async def test_over_size_body_without_length_is_cut_off() -> None:
 async def test_limits_are_configurable() -> None:
     response = await post(availability([f"u{i}@contoso.test" for i in range(11)]), max_mailboxes=10)
     assert fault_of(response)[0] == "ErrorMailboxDataArrayTooBig"
-    response = await post(availability(["u0@contoso.test"], end="2024-06-01T00:00:00Z"), window_max_days=100)
+    response = await post(
+        availability(["u0@contoso.test"], end="2024-06-01T00:00:00Z"), window_max_days=100
+    )
     assert response.status_code == 200
 
 
@@ -208,7 +289,9 @@ async def test_an_adapter_bug_costs_only_its_mailbox(caplog) -> None:
     backend = Broken({"u0@contoso.test": BUSY})
     app = create_app(load_settings({}, environ={}), SITEMAP, "eu", backends={"modern": backend})
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://n") as c:
-        response = await c.post("/EWS/Exchange.asmx", content=availability(["u0@contoso.test", "u1@contoso.test"]))
+        response = await c.post(
+            "/EWS/Exchange.asmx", content=availability(["u0@contoso.test", "u1@contoso.test"])
+        )
     assert response.status_code == 200
     validate_ews_body(response.content)
     codes = [c.text for c in etree.fromstring(response.content).findall(f".//{{{M}}}ResponseCode")]
@@ -237,10 +320,12 @@ async def test_get_is_not_allowed_and_health_answers() -> None:
         assert (await c.get("/healthz")).text == "ok"
 
 
-
 async def test_metrics_count_answers_by_front_door_and_mailboxes_by_route() -> None:
     async with client() as c:
-        await c.post("/EWS/Exchange.asmx", content=availability(["u0@contoso.test", "u1@contoso.test", "x@contoso.test"]))
+        await c.post(
+            "/EWS/Exchange.asmx",
+            content=availability(["u0@contoso.test", "u1@contoso.test", "x@contoso.test"]),
+        )
         await c.post("/EWS/Exchange.asmx", content=b"not xml")
         await c.get("/public/?cmd=freebusy")
         text = (await c.get("/metrics")).text

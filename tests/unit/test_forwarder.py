@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from cas.codecs import ews
-from cas.errors import MailboxError
-from cas.errors import RequestFault
-from cas.forwarder import ForwardItem, Forwarder
+from cas.errors import MailboxError, RequestFault
+from cas.forwarder import Forwarder, ForwardItem
 from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
 from cas.model.freebusy import BusyType, Event, MailboxData, Window
 from cas.model.projection import Requester
@@ -24,14 +23,16 @@ from cas.trust import PeerTrust
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Mailbox, Site, Sitemap
 
-UTC = timezone.utc
+UTC = UTC
 SECRET = b"s" * 40
 T0 = datetime(2024, 3, 4, 8, tzinfo=UTC)
 NODES = ("https://127.0.0.1:1001", "https://127.0.0.1:1002")
 SITEMAP = Sitemap(
     source="test",
     sites=(Site("eu"), Site("us", nodes=NODES)),
-    mailboxes=tuple(Mailbox(f"u{i}@contoso.test", "us", legacy_dn=f"/o=C/cn=u{i}") for i in range(6)),
+    mailboxes=tuple(
+        Mailbox(f"u{i}@contoso.test", "us", legacy_dn=f"/o=C/cn=u{i}") for i in range(6)
+    ),
 )
 REQUEST = AvailabilityRequest(
     mailboxes=tuple(MailboxQuery(m.address) for m in SITEMAP.mailboxes),
@@ -48,10 +49,16 @@ FAULT_BUSY.code = "ErrorServerBusy"
 def answer(request: httpx.Request) -> httpx.Response:
     """What a healthy node says: every asked mailbox busy 09-10."""
     trust = PeerTrust(SECRET, "us")
-    trust.verify(request.headers["X-CAS-Forwarded"], method="POST", path=request.url.path,
-                 body=request.content)
+    trust.verify(
+        request.headers["X-CAS-Forwarded"],
+        method="POST",
+        path=request.url.path,
+        body=request.content,
+    )
     parsed = ews.parse_get_user_availability(ews.parse_envelope(request.content))
-    return httpx.Response(200, content=ews.render_get_user_availability(parsed, [BUSY] * len(parsed.mailboxes)))
+    return httpx.Response(
+        200, content=ews.render_get_user_availability(parsed, [BUSY] * len(parsed.mailboxes))
+    )
 
 
 def forwarder(script, *, attempts: int = 3) -> tuple[Forwarder, Metrics, list[str]]:
@@ -65,16 +72,28 @@ def forwarder(script, *, attempts: int = 3) -> tuple[Forwarder, Metrics, list[st
     client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     metrics = Metrics()
     nodes = SiteNodes(SITEMAP, SrvResolver(None), local_site="eu")
-    return Forwarder("eu", nodes, client, [SECRET], metrics=metrics, attempts=attempts), metrics, calls
+    return (
+        Forwarder("eu", nodes, client, [SECRET], metrics=metrics, attempts=attempts),
+        metrics,
+        calls,
+    )
 
 
 def items() -> list[ForwardItem]:
-    return [ForwardItem(i, q, m) for i, (q, m) in enumerate(zip(REQUEST.mailboxes, SITEMAP.mailboxes))]
+    return [
+        ForwardItem(i, q, m) for i, (q, m) in enumerate(zip(REQUEST.mailboxes, SITEMAP.mailboxes))
+    ]
 
 
 async def run(fw: Forwarder, seconds: float = 5.0) -> dict:
-    return await fw.forward(items(), REQUEST, Requester("scheduler"),
-                            deadline=time.monotonic() + seconds, hop=0, request_id="rid")
+    return await fw.forward(
+        items(),
+        REQUEST,
+        Requester("scheduler"),
+        deadline=time.monotonic() + seconds,
+        hop=0,
+        request_id="rid",
+    )
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -142,7 +161,10 @@ async def test_a_refusal_is_final_and_named() -> None:
     fw, _, calls = forwarder(script)
     results = await run(fw)
     errors = list(results.values())
-    assert all(isinstance(e, MailboxError) and e.code == "ErrorProxyRequestProcessingFailed" for e in errors)
+    assert all(
+        isinstance(e, MailboxError) and e.code == "ErrorProxyRequestProcessingFailed"
+        for e in errors
+    )
     assert "cluster secret" in errors[0].message and errors[0].site == "us"
     assert len(calls) <= 2  # one per node, no retries
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from cas.lookup_render import lookup_document, print_json, print_timeline, rende
 from cas.model.availability import FreeBusyView
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData, Window
 
-UTC = timezone.utc
+UTC = UTC
 BERLIN = ZoneInfo("Europe/Berlin")
 URL = "https://127.0.0.1:8443/EWS/Exchange.asmx"
 
@@ -64,8 +64,12 @@ FIXED = LookupResult(
     options(("ann@contoso.test", "bob@contoso.test", "carol@contoso.test", "dave@contoso.test")),
     (
         Attendee("ann@contoso.test", ANN, URL, "ann@contoso.test", "Ann Example"),
-        Attendee("bob@contoso.test", MailboxData(merged="00000000333333330000", merged_only=True), URL),
-        Attendee("carol@contoso.test", MailboxError("ErrorNoFreeBusyAccess", "No access.", "us"), URL),
+        Attendee(
+            "bob@contoso.test", MailboxData(merged="00000000333333330000", merged_only=True), URL
+        ),
+        Attendee(
+            "carol@contoso.test", MailboxError("ErrorNoFreeBusyAccess", "No access.", "us"), URL
+        ),
         Attendee("dave@contoso.test", MailboxData(coverage=()), URL),
     ),
 )
@@ -118,7 +122,12 @@ def test_views_without_details_list_only_errors_and_ruler_follows_dst() -> None:
         (Attendee("ann@contoso.test", ANN), Attendee("x@contoso.test", MailboxError.of("ErrorMailRecipientNotFound"))),
     )  # fmt: skip
     lines = [t.plain for t in render_timeline(result)]
-    assert lines[3] == " " * 18 + "00  02  04  06  08  10  12  14  16  18  20  22"[:2] + "  03  05  07  09  11  13  15  17  19  21  23"
+    assert (
+        lines[3]
+        == " " * 18
+        + "00  02  04  06  08  10  12  14  16  18  20  22"[:2]
+        + "  03  05  07  09  11  13  15  17  19  21  23"
+    )
     assert len(lines[4]) == 18 + 46  # 23 hours on the day clocks go forward
     assert not any("Design review" in line for line in lines)
     assert lines[-1].startswith("  ✗ ErrorMailRecipientNotFound: No mailbox")
@@ -129,7 +138,11 @@ def test_json_document_shape() -> None:
     print_json(FIXED, out)
     doc = json.loads(out.getvalue())
     assert doc == lookup_document(FIXED)
-    assert doc["window"] == {"start": "2024-03-03T23:00:00Z", "end": "2024-03-04T23:00:00Z", "timezone": "Europe/Berlin"}
+    assert doc["window"] == {
+        "start": "2024-03-03T23:00:00Z",
+        "end": "2024-03-04T23:00:00Z",
+        "timezone": "Europe/Berlin",
+    }
     assert (doc["interval_minutes"], doc["view"]) == (60, "DetailedMerged")
     ann, bob, carol, dave = doc["attendees"]
     assert ann == {
@@ -149,7 +162,12 @@ def test_json_document_shape() -> None:
         ],
     }  # fmt: skip
     assert bob["merged"] == "000000003333333300004444"  # short answer padded with no data
-    assert (carol["status"], carol["message"], carol["site"], carol["merged"]) == ("ErrorNoFreeBusyAccess", "No access.", "us", None)
+    assert (carol["status"], carol["message"], carol["site"], carol["merged"]) == (
+        "ErrorNoFreeBusyAccess",
+        "No access.",
+        "us",
+        None,
+    )
     assert dave["merged"] == "4" * 24
 
 
@@ -166,18 +184,36 @@ def parse(*argv: str, environ: dict[str, str] | None = None) -> LookupOptions:
 def test_default_window_is_today_in_the_zone_and_days_are_wall_clock_days() -> None:
     opts = parse("ann@contoso.test", "--tz", "Europe/Berlin")
     assert opts.window == Window(u(2024, 3, 30, 23), u(2024, 3, 31, 22))  # 23 hours: DST starts
-    assert (opts.interval_minutes, opts.view, opts.ews_url, opts.dns) == (30, FreeBusyView.DETAILED_MERGED, None, None)
-    assert parse("a@x.test", "--tz", "UTC", "--days", "2").window == Window(u(2024, 3, 31), u(2024, 4, 2))
-    assert parse("a@x.test", "--tz", "Europe/Berlin", "--start", "2024-03-04T08:00").window == Window(
-        u(2024, 3, 4, 7), u(2024, 3, 5, 7)
+    assert (opts.interval_minutes, opts.view, opts.ews_url, opts.dns) == (
+        30,
+        FreeBusyView.DETAILED_MERGED,
+        None,
+        None,
     )
-    opts = parse("a@x.test", "--tz", "Australia/Sydney", "--start", "2024-03-04T08:00Z", "--end", "2024-03-04T10:00+01:00")
+    assert parse("a@x.test", "--tz", "UTC", "--days", "2").window == Window(
+        u(2024, 3, 31), u(2024, 4, 2)
+    )
+    assert parse(
+        "a@x.test", "--tz", "Europe/Berlin", "--start", "2024-03-04T08:00"
+    ).window == Window(u(2024, 3, 4, 7), u(2024, 3, 5, 7))
+    opts = parse(
+        "a@x.test",
+        "--tz",
+        "Australia/Sydney",
+        "--start",
+        "2024-03-04T08:00Z",
+        "--end",
+        "2024-03-04T10:00+01:00",
+    )
     assert opts.window == Window(u(2024, 3, 4, 8), u(2024, 3, 4, 9))
 
 
 def test_urls_dns_and_credentials() -> None:
     assert parse("a@x.test", "--url", "https://127.0.0.1:8443/").ews_url == URL
-    assert parse("a@x.test", "--url", "https://h/ews/exchange.asmx").ews_url == "https://h/ews/exchange.asmx"
+    assert (
+        parse("a@x.test", "--url", "https://h/ews/exchange.asmx").ews_url
+        == "https://h/ews/exchange.asmx"
+    )
     assert parse("a@x.test", "--dns", "127.0.0.1:5353").dns == ("127.0.0.1", 5353)
     assert parse("a@x.test", "--dns", "[::1]:5300").dns == ("::1", 5300)
     assert parse("a@x.test", "--dns", "127.0.0.2").dns == ("127.0.0.2", 53)
@@ -246,10 +282,15 @@ def test_a_bad_manifest_is_named(tmp_path: Path, content: str, words: str) -> No
         parse("a@contoso.test", "--manifest", str(path))
 
 
-def test_the_cli_prints_usage_problems_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_cli_prints_usage_problems_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["lookup", "ann@contoso.test", "--tz", "Nowhere/Land"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("cas lookup: --tz Nowhere/Land: unknown time zone") and "Traceback" not in err
+    assert (
+        err.startswith("cas lookup: --tz Nowhere/Land: unknown time zone")
+        and "Traceback" not in err
+    )
     with pytest.raises(SystemExit) as exit_:
         main(["lookup", "ann@contoso.test", "--url", "https://x", "--autodiscover"])
     assert exit_.value.code == 2
@@ -258,7 +299,10 @@ def test_the_cli_prints_usage_problems_without_a_traceback(capsys: pytest.Captur
 # ---- orchestration against a mock transport ---------------------------------------------------
 
 NODES = ("https://127.0.0.1:9001", "https://127.0.0.1:9002")
-EWS = {"eu": "https://127.0.0.1:9002/EWS/Exchange.asmx", "us": "https://127.0.0.1:9003/EWS/Exchange.asmx"}
+EWS = {
+    "eu": "https://127.0.0.1:9002/EWS/Exchange.asmx",
+    "us": "https://127.0.0.1:9003/EWS/Exchange.asmx",
+}
 BUSY = MailboxData(events=(Event(b(2024, 3, 4, 9), b(2024, 3, 4, 10), BusyType.BUSY),))
 DIRECTORY = {  # address -> Autodiscover answer
     "ann@contoso.test": UserSettings("ann@contoso.test", EWS["eu"], "Ann"),
@@ -272,7 +316,9 @@ DIRECTORY = {  # address -> Autodiscover answer
 class FakeCluster:
     """Autodiscover on NODES[1] (NODES[0] is down) and two EWS servers, all via the codecs."""
 
-    def __init__(self, *, down: set[str] | None = None, fault: set[str] | None = None, status: int = 200) -> None:
+    def __init__(
+        self, *, down: set[str] | None = None, fault: set[str] | None = None, status: int = 200
+    ) -> None:
         self.down, self.fault, self.status = down or {NODES[0]}, fault or set(), status
         self.calls: Counter[str] = Counter()
         self.transport = httpx.MockTransport(self.handle)
@@ -287,7 +333,9 @@ class FakeCluster:
             answers = [DIRECTORY.get(m.lower(), NotFound()) for m in asked.mailboxes]
             return httpx.Response(200, content=render_get_user_settings(asked, answers))
         if url in self.fault:
-            return httpx.Response(500, content=ews.render_fault_code("ErrorServerBusy", "Try later."))
+            return httpx.Response(
+                500, content=ews.render_fault_code("ErrorServerBusy", "Try later.")
+            )
         if self.status != 200:
             return httpx.Response(self.status, text="no")
         asked_ews = ews.parse_get_user_availability(ews.parse_envelope(request.content))
@@ -299,7 +347,11 @@ class FakeCluster:
 def answered(attendee: Attendee) -> bool:
     """The attendee got BUSY's events back (and the merged string the server computed)."""
     data = attendee.result
-    return isinstance(data, MailboxData) and data.events == BUSY.events and data.merged == "0" * 9 + "2" + "0" * 14
+    return (
+        isinstance(data, MailboxData)
+        and data.events == BUSY.events
+        and data.merged == "0" * 9 + "2" + "0" * 14
+    )
 
 
 async def run(cluster: FakeCluster, *addresses: str, **overrides: object) -> LookupResult:
@@ -309,18 +361,30 @@ async def run(cluster: FakeCluster, *addresses: str, **overrides: object) -> Loo
 
 async def test_discovery_fails_over_follows_redirects_and_groups_by_ews_url() -> None:
     cluster = FakeCluster()
-    result = await run(cluster, "bob@contoso.test", "nobody@contoso.test", "robert@old.test", "ann@contoso.test", "loop1@contoso.test")
+    result = await run(
+        cluster,
+        "bob@contoso.test",
+        "nobody@contoso.test",
+        "robert@old.test",
+        "ann@contoso.test",
+        "loop1@contoso.test",
+    )
     bob, nobody, robert, ann, loop = result.attendees
     assert (bob.ews_url, bob.mailbox, bob.display_name) == (EWS["us"], "bob@contoso.test", "Bob")
     assert (robert.ews_url, robert.mailbox) == (EWS["us"], "bob@contoso.test")
     assert ann.ews_url == EWS["eu"]
     assert answered(bob) and answered(robert) and answered(ann)
-    assert isinstance(nobody.result, MailboxError) and nobody.result.code == "ErrorMailRecipientNotFound"
+    assert (
+        isinstance(nobody.result, MailboxError)
+        and nobody.result.code == "ErrorMailRecipientNotFound"
+    )
     assert "does not know nobody@contoso.test" in nobody.result.message
     assert isinstance(loop.result, MailboxError) and "loop" in loop.result.message
     assert "loop1@contoso.test → loop2@contoso.test → LOOP1@contoso.test" in loop.result.message
     assert result.exit_code == 1
-    assert cluster.calls[NODES[0] + "/autodiscover/autodiscover.svc"] == 1  # skipped for good after one failure
+    assert (
+        cluster.calls[NODES[0] + "/autodiscover/autodiscover.svc"] == 1
+    )  # skipped for good after one failure
     assert cluster.calls[EWS["eu"]] == 1 and cluster.calls[EWS["us"]] == 1  # one request per URL
 
 
@@ -349,7 +413,9 @@ async def test_a_fault_costs_only_its_group() -> None:
     cluster = FakeCluster(fault={EWS["us"]})
     ann, bob = (await run(cluster, "ann@contoso.test", "bob@contoso.test")).attendees
     assert answered(ann)
-    assert isinstance(bob.result, MailboxError) and "ErrorServerBusy: Try later." in bob.result.message
+    assert (
+        isinstance(bob.result, MailboxError) and "ErrorServerBusy: Try later." in bob.result.message
+    )
 
 
 @pytest.mark.parametrize(

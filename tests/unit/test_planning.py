@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from cas.model.availability import MailboxQuery
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData
@@ -32,8 +32,12 @@ def test_routes_by_site_kind_and_directory() -> None:
     ]
     routes = plan_routes(SITEMAP, "eu", queries)
     assert [r.kind for r in routes] == [
-        RouteKind.LOCAL, RouteKind.LOCAL, RouteKind.LOCAL,
-        RouteKind.LOCAL_LEGACY, RouteKind.REMOTE, RouteKind.UNKNOWN,
+        RouteKind.LOCAL,
+        RouteKind.LOCAL,
+        RouteKind.LOCAL,
+        RouteKind.LOCAL_LEGACY,
+        RouteKind.REMOTE,
+        RouteKind.UNKNOWN,
     ]
     # address, alias and legacy DN all name the same mailbox, so they share one fetch
     assert routes[0].key == routes[1].key == routes[2].key == "ann@contoso.test"
@@ -41,7 +45,7 @@ def test_routes_by_site_kind_and_directory() -> None:
 
 
 def test_private_details_are_masked_for_everyone_but_the_owner() -> None:
-    t = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    t = datetime(2024, 1, 1, tzinfo=UTC)
     private = Event(t, t, BusyType.BUSY, EventDetails("x", "Doctor", "Clinic", is_private=True))
     public = Event(t, t, BusyType.BUSY, EventDetails("y", "Standup", "Room 1"))
     data = MailboxData(events=(private, public))

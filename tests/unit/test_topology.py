@@ -107,7 +107,9 @@ def test_cas_lab_runs_the_topology(tmp_path) -> None:
     lab = runner.Lab(runner.LabOptions(state_dir=str(tmp_path)))
     assert lab.topology.as_dict() == lab_topology(3, 2).as_dict()
     assert [s.name for s in lab.topology.sites] == list(SITE_NAMES[:3])
-    assert {s.name: s.timezone for s in lab.topology.sites} == {n: SITE_ZONES[n] for n in SITE_NAMES[:3]}
+    assert {s.name: s.timezone for s in lab.topology.sites} == {
+        n: SITE_ZONES[n] for n in SITE_NAMES[:3]
+    }
 
 
 # --- compose.yaml against lab_topology(3, 2) -------------------------------------------------------

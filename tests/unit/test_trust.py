@@ -292,6 +292,4 @@ def test_peer_trust_binds_secrets_site_clock_and_cache() -> None:
     with pytest.raises(ForgedRequest, match="expired"):
         node.verify(fresh, method="POST", path=PATH, body=BODY)
     with pytest.raises(ForgedRequest, match="addressed to"):
-        PeerTrust(KEY, "ap", clock=lambda: NOW).verify(
-            fresh, method="POST", path=PATH, body=BODY
-        )
+        PeerTrust(KEY, "ap", clock=lambda: NOW).verify(fresh, method="POST", path=PATH, body=BODY)

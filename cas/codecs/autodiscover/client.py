@@ -141,7 +141,8 @@ def _success(user: etree._Element, address: str | None) -> UserSettingsAnswer:
     ews_url = values.get("ExternalEwsUrl") or values.get("InternalEwsUrl")
     if not ews_url:
         code, message = _setting_error(user, "ExternalEwsUrl") or (
-            "SettingIsNotAvailable", "The answer names no ExternalEwsUrl."
+            "SettingIsNotAvailable",
+            "The answer names no ExternalEwsUrl.",
         )
         raise AutodiscoverError(code, message or "The answer names no ExternalEwsUrl.")
     if not ews_url.lower().startswith(("https://", "http://")):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from lxml import etree
 
@@ -84,20 +84,25 @@ def parse_datetime(text: str, where: str, tz: tzinfo) -> datetime:
     try:
         next_day = hour == "24" and minute == "00" and second == "00" and not fraction
         value = datetime(
-            int(year), int(month), int(day), 0 if next_day else int(hour), int(minute),
-            int(second), int((fraction or "0")[:6].ljust(6, "0")),
+            int(year),
+            int(month),
+            int(day),
+            0 if next_day else int(hour),
+            int(minute),
+            int(second),
+            int((fraction or "0")[:6].ljust(6, "0")),
         )
         if next_day:
             value += timedelta(days=1)
         if zone_text is None:
             aware = value.replace(tzinfo=tz)
         elif zone_text == "Z":
-            aware = value.replace(tzinfo=timezone.utc)
+            aware = value.replace(tzinfo=UTC)
         else:
             sign = -1 if zone_text[0] == "-" else 1
             offset = timedelta(hours=int(zone_text[1:3]), minutes=int(zone_text[4:6]))
             aware = value.replace(tzinfo=timezone(sign * offset))
-        return aware.astimezone(timezone.utc)
+        return aware.astimezone(UTC)
     except (ValueError, OverflowError) as exc:
         raise InvalidValue(f"{where} is not a valid date and time ({text!r}): {exc}.") from None
 
@@ -120,7 +125,7 @@ def _request_tz(elem: etree._Element, req: SoapRequest) -> tzinfo:
         context = zone_for_windows_id(req.tz_context)
         if context is not None:
             return context
-    return timezone.utc
+    return UTC
 
 
 def _mailbox(elem: etree._Element) -> MailboxQuery:
@@ -163,7 +168,9 @@ def _requested_view(text: str | None) -> FreeBusyView:
                 f"FreeBusyViewOptions/RequestedView must be one of {allowed}, got {name!r}."
             ) from None
         merged, events, details = (
-            merged or view.has_merged, events or view.has_events, details or view.has_details
+            merged or view.has_merged,
+            events or view.has_events,
+            details or view.has_details,
         )
     if not (merged or events):
         raise InvalidFreeBusyViewType(
@@ -251,7 +258,15 @@ def _bool(value: bool) -> str:
 
 _ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;"})
 _ATTR_ESCAPES = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\n": "&#10;", "\r": "&#13;", "\t": "&#9;"}
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+        "\t": "&#9;",
+    }
 )
 _ENVELOPE_START = (
     "<?xml version='1.0' encoding='utf-8'?>\n"
@@ -354,7 +369,9 @@ def _error(out: list[str], error: MailboxError) -> None:
         "<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>"
     )
     if error.site:
-        out.append(f'<m:MessageXml><t:Value Name="Site">{_text(error.site)}</t:Value></m:MessageXml>')
+        out.append(
+            f'<m:MessageXml><t:Value Name="Site">{_text(error.site)}</t:Value></m:MessageXml>'
+        )
     out.append(
         f"</m:ResponseMessage><m:FreeBusyView><t:FreeBusyViewType>{FreeBusyView.NONE.value}"
         "</t:FreeBusyViewType></m:FreeBusyView>"

@@ -345,9 +345,9 @@ def render_get_server_time_zones(query: TimeZonesQuery, *, year: int) -> bytes:
 
 
 __all__ = [
-    "TimeZonesQuery",
     "YEARS_AHEAD",
     "YEARS_BACK",
+    "TimeZonesQuery",
     "display_name",
     "iana_to_windows",
     "parse_get_server_time_zones",

@@ -26,7 +26,7 @@ predicts exactly share one group.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -60,7 +60,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def _offset(tz: ZoneInfo, moment: datetime) -> timedelta:
-    offset = moment.replace(tzinfo=timezone.utc).astimezone(tz).utcoffset()
+    offset = moment.replace(tzinfo=UTC).astimezone(tz).utcoffset()
     assert offset is not None
     return offset
 

@@ -33,8 +33,7 @@ _SNIFF: tuple[tuple[bytes, str], ...] = (
 _FIRST_MARKUP = re.compile(r"<!DOCTYPE|<!ENTITY|<[^?!]")
 
 _HOSTILE_MESSAGE = (
-    "XML document type declarations (DTD) and entity declarations are not allowed in SOAP "
-    "requests."
+    "XML document type declarations (DTD) and entity declarations are not allowed in SOAP requests."
 )
 
 

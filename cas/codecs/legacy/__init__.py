@@ -24,12 +24,12 @@ from cas.codecs.legacy.fbdata import (
 __all__ = [
     "ALL_ATTENDEES",
     "DEFAULT_INTERVAL_MINUTES",
+    "MAX_USERS",
     "LegacyItem",
     "LegacyItemError",
     "LegacyQuery",
     "LegacyQueryError",
     "LegacyResponseError",
-    "MAX_USERS",
     "all_attendees",
     "check_fbdata",
     "fbdata_to_mailbox_data",

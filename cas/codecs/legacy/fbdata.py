@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from lxml import etree
@@ -136,8 +136,8 @@ def parse_time(text: str, name: str) -> datetime:
             f"{name}={text!r} is not an ISO 8601 time like 2024-03-04T08:00:00Z"
         ) from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
 
 
 def _user(value: str) -> str:
@@ -248,7 +248,7 @@ def render_freebusy_response(query: LegacyQuery, items: Sequence[LegacyItem]) ->
 def _zulu(value: datetime) -> str:
     """DavMail's `yyyy-MM-dd'T'HH:mm:ss'Z'`; a fraction only when the time has one, so the
     server's slots line up with ours."""
-    value = value.astimezone(timezone.utc)
+    value = value.astimezone(UTC)
     fraction = f".{value.microsecond:06d}" if value.microsecond else ""
     return value.strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
 
@@ -282,9 +282,7 @@ def check_fbdata(fbdata: str, expected_length: int, who: str) -> str | None:
     return None
 
 
-def parse_freebusy_response(
-    body: bytes, query: LegacyQuery
-) -> dict[str, str | LegacyItemError]:
+def parse_freebusy_response(body: bytes, query: LegacyQuery) -> dict[str, str | LegacyItemError]:
     """Each user's digits by casefolded address, like Zimbra reads them (`a:email`, trimmed,
     any case). Items without an address ("All Attendees") are skipped; a user missing from the
     answer is missing from the result. `LegacyResponseError` if the body is not a `WM` answer.
@@ -344,12 +342,12 @@ def fbdata_to_mailbox_data(fbdata: str, window: Window, interval_minutes: int) -
 __all__ = [
     "ALL_ATTENDEES",
     "DEFAULT_INTERVAL_MINUTES",
+    "MAX_USERS",
     "LegacyItem",
     "LegacyItemError",
     "LegacyQuery",
     "LegacyQueryError",
     "LegacyResponseError",
-    "MAX_USERS",
     "all_attendees",
     "check_fbdata",
     "fbdata_to_mailbox_data",

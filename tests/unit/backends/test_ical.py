@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -40,7 +40,7 @@ FREE, TENT, BUSY, OOF, ELSEWHERE = (
 
 
 def utc(*parts: int) -> datetime:
-    return datetime(*parts, tzinfo=timezone.utc)
+    return datetime(*parts, tzinfo=UTC)
 
 
 def day(y: int, m: int, d: int, h: int = 0, mi: int = 0) -> datetime:
@@ -546,6 +546,7 @@ async def test_a_read_whose_connection_broke_is_sent_once_more_and_only_once() -
             if len(calls) <= breaks:
                 raise httpx.RemoteProtocolError("server closed the connection", request=request)
             return httpx.Response(207, content=b'<multistatus xmlns="DAV:"/>')
+
         return handler
 
     mailbox = Mailbox("ann@contoso.test", "eu")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -14,12 +14,17 @@ from cas.errors import BackendFailure, CalendarNotFound
 from cas.model.freebusy import BusyType, Event, MailboxData, Window
 from sitemap.model import Mailbox
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 3, 4, tzinfo=UTC)
 ANN = Mailbox("ann@contoso.test", "eu")
 DAY = Window(T0 + timedelta(hours=8), T0 + timedelta(hours=18))
-POLICY = CachePolicy(refresh_seconds=900, query_window_seconds=0.1, max_stale_seconds=3600,
-                     negative_ttl_seconds=60, fetch_timeout_seconds=5)
+POLICY = CachePolicy(
+    refresh_seconds=900,
+    query_window_seconds=0.1,
+    max_stale_seconds=3600,
+    negative_ttl_seconds=60,
+    fetch_timeout_seconds=5,
+)
 
 
 class Clock:
@@ -47,8 +52,11 @@ class Scripted:
         if self.fail is not None:
             raise self.fail
         start = T0 + timedelta(hours=self.busy_hour)
-        events = tuple(e for e in [Event(start, start + timedelta(hours=1), BusyType.BUSY)]
-                       if window.overlaps(e.start, e.end))
+        events = tuple(
+            e
+            for e in [Event(start, start + timedelta(hours=1), BusyType.BUSY)]
+            if window.overlaps(e.start, e.end)
+        )
         return MailboxData(events=events)
 
     async def aclose(self) -> None:
@@ -100,7 +108,9 @@ async def test_a_slow_backend_gets_stale_data_served_and_its_late_answer_is_kept
     started = asyncio.get_running_loop().time()
     stale = await backend.fetch(ANN, DAY)
     assert asyncio.get_running_loop().time() - started < 0.25
-    assert stale.freshness.source == "stale-cache" and stale.freshness.age_seconds == pytest.approx(1000)
+    assert stale.freshness.source == "stale-cache" and stale.freshness.age_seconds == pytest.approx(
+        1000
+    )
     assert busy_hours(stale) == [9]
     await asyncio.sleep(0.4)  # the late answer lands
     fresh = await backend.fetch(ANN, DAY)

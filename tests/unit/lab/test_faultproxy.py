@@ -197,7 +197,7 @@ def test_tls_passes_through_and_verifies_the_target() -> None:
 def test_stop_closes_everything_and_leaves_no_threads(echo: EchoServer) -> None:
     proxy = FaultProxy("127.0.0.1", echo.port)
     with pytest.raises(RuntimeError):
-        proxy.port  # noqa: B018 - not started yet
+        proxy.port
     proxy.start()
     sock = connect(proxy)
     round_trip(sock)

@@ -75,8 +75,11 @@ def test_directory_from_mailboxes_keeps_legacy_ones_and_their_aliases() -> None:
         ("d.csv", "address,display_name\nann@contoso.test,Ann\n", "lacks column\\(s\\) legacy_dn"),
         ("d.csv", "address,legacy_dn\nann@contoso.test,ann\n", "line 2: a legacy DN starts with"),
         ("d.csv", f"address,legacy_dn\nann,{ANN_DN}\n", "line 2: address 'ann' is not"),
-        ("d.csv", f"address,legacy_dn\na@x,{ANN_DN}\nA@X,{ANN_DN}\n",
-         "line 3: address a@x is listed twice"),
+        (
+            "d.csv",
+            f"address,legacy_dn\na@x,{ANN_DN}\nA@X,{ANN_DN}\n",
+            "line 3: address a@x is listed twice",
+        ),
         ("d.json", "{", "not JSON"),
         ("d.json", '"just text"', "expected a list or an object"),
         ("d.json", '[{"address": "a@x"}]', "entry 1: a@x has no legacy_dn"),

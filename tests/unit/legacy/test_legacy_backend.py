@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,7 +22,7 @@ from cas.legacy.store import FreeBusyStore
 from cas.model.freebusy import MailboxData, Window
 from sitemap.model import LegacyServerConfig, Mailbox, SecretRef
 
-UTC = timezone.utc
+UTC = UTC
 START = datetime(2024, 3, 4, 8, tzinfo=UTC)
 WINDOW = Window(START, START + timedelta(hours=4))
 URL = "http://old.contoso.test/public/"
@@ -67,7 +67,9 @@ async def test_fetch_many_is_one_get_for_all_mailboxes(tmp_path: Path) -> None:
         results = await backend(client).fetch_many([ANN, BOB, ZED, ANN], WINDOW, 30)
     assert len(seen) == 1
     assert seen[0].url.params.get_list("u") == [
-        "SMTP:ann@contoso.test", "SMTP:bob@contoso.test", "SMTP:zed@contoso.test"
+        "SMTP:ann@contoso.test",
+        "SMTP:bob@contoso.test",
+        "SMTP:zed@contoso.test",
     ]
     assert seen[0].url.params["start"] == "2024-03-04T08:00:00Z"
     ann = results["ann@contoso.test"]
@@ -103,7 +105,7 @@ async def test_more_than_100_mailboxes_are_split(tmp_path: Path) -> None:
     assert len(results) == 150
 
 
-def mock(handler) -> httpx.AsyncClient:  # noqa: ANN001
+def mock(handler) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.MockTransport(handler))
 
 

@@ -64,10 +64,15 @@ async def test_zimbra_request_with_endt_and_unknown_and_unpublished_users(
     await client.post("/public/publish", json=ANN)
     response = await client.get(
         "/public",
-        params=[("Cmd", "freebusy"), ("start", "2024-03-04T08:00:00Z"),
-                ("endt", "2024-03-04T12:00:00Z"), ("interval", "30"),
-                ("u", "SMTP:ANN@contoso.test"), ("u", "SMTP:bob@contoso.test"),
-                ("u", "SMTP:nobody@contoso.test")],
+        params=[
+            ("Cmd", "freebusy"),
+            ("start", "2024-03-04T08:00:00Z"),
+            ("endt", "2024-03-04T12:00:00Z"),
+            ("interval", "30"),
+            ("u", "SMTP:ANN@contoso.test"),
+            ("u", "SMTP:bob@contoso.test"),
+            ("u", "SMTP:nobody@contoso.test"),
+        ],
     )
     assert response.status_code == 200
     # ann: 1 1 2 2 2 0 3 0; bob has no message and nobody is unknown: no data (4) each.
@@ -123,7 +128,9 @@ END:VCALENDAR
 
 async def test_publish_an_ics(client: httpx.AsyncClient) -> None:
     response = await client.put(
-        "/public/publish/bob@contoso.test.ics", params=RANGE, content=ICS.encode(),
+        "/public/publish/bob@contoso.test.ics",
+        params=RANGE,
+        content=ICS.encode(),
         headers={"Content-Type": "text/calendar"},
     )
     assert response.status_code == 200, response.text
@@ -163,10 +170,14 @@ async def test_publish_by_legacy_dn_not_in_the_directory(client: httpx.AsyncClie
         ("", "cmd is missing"),
         ("?cmd=gallery&u=a@x", "cmd=gallery is not supported"),
         ("?cmd=freebusy&start=2024-03-04T08:00:00Z&u=a@x", "end is missing"),
-        ("?cmd=freebusy&start=2024-03-05T08:00:00Z&end=2024-03-04T08:00:00Z&u=a@x",
-         "must be before end"),
-        ("?cmd=freebusy&start=2024-03-04T08:00:00Z&end=2024-03-05T08:00:00Z&interval=2&u=a@x",
-         "outside 5..1440"),
+        (
+            "?cmd=freebusy&start=2024-03-05T08:00:00Z&end=2024-03-04T08:00:00Z&u=a@x",
+            "must be before end",
+        ),
+        (
+            "?cmd=freebusy&start=2024-03-04T08:00:00Z&end=2024-03-05T08:00:00Z&interval=2&u=a@x",
+            "outside 5..1440",
+        ),
         ("?cmd=freebusy&start=2024-03-04T08:00:00Z&end=2024-03-05T08:00:00Z", "no user asked"),
     ],
 )
@@ -186,18 +197,35 @@ async def test_bad_queries_are_400_with_a_message(
         (b'{"busy": []}', 400, "name the user"),
         (b'{"address": "ann@contoso.test"}', 400, "publish_start and publish_end are required"),
         (b'{"address": "who@contoso.test"}', 404, "not in the old server's directory"),
-        (b'{"legacy_dn": "ann", "publish_start": "2024-03-01", "publish_end": "2024-04-01"}',
-         400, "a legacy DN starts with"),
-        (b'{"address": "ann@contoso.test", "publish_start": "2024-04-01", '
-         b'"publish_end": "2024-03-01"}', 400, "publish_start must be before publish_end"),
-        (b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
-         b'"publish_end": "2024-04-01", "busy": [["2024-03-02"]]}', 400, "busy[0] must be"),
-        (b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
-         b'"publish_end": "2024-04-01", "oof": [["2024-03-03", "2024-03-02"]]}', 400,
-         "oof[0] ends before"),
-        (b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
-         b'"publish_end": "2024-04-01", "tentative": [["x", "2024-03-02"]]}', 400,
-         "tentative[0]='x' is not"),
+        (
+            b'{"legacy_dn": "ann", "publish_start": "2024-03-01", "publish_end": "2024-04-01"}',
+            400,
+            "a legacy DN starts with",
+        ),
+        (
+            b'{"address": "ann@contoso.test", "publish_start": "2024-04-01", '
+            b'"publish_end": "2024-03-01"}',
+            400,
+            "publish_start must be before publish_end",
+        ),
+        (
+            b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
+            b'"publish_end": "2024-04-01", "busy": [["2024-03-02"]]}',
+            400,
+            "busy[0] must be",
+        ),
+        (
+            b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
+            b'"publish_end": "2024-04-01", "oof": [["2024-03-03", "2024-03-02"]]}',
+            400,
+            "oof[0] ends before",
+        ),
+        (
+            b'{"address": "ann@contoso.test", "publish_start": "2024-03-01", '
+            b'"publish_end": "2024-04-01", "tentative": [["x", "2024-03-02"]]}',
+            400,
+            "tentative[0]='x' is not",
+        ),
     ],
 )
 async def test_bad_publishing_calls(
@@ -214,10 +242,20 @@ async def test_bad_publishing_calls(
         ("/public/publish/ann@contoso.test", RANGE, ICS, 400, "as /public/publish/{address}.ics"),
         ("/public/publish/who@contoso.test.ics", RANGE, ICS, 404, "not in the old server's"),
         ("/public/publish/ann@contoso.test.ics", {}, ICS, 400, "publish_start and publish_end"),
-        ("/public/publish/ann@contoso.test.ics", RANGE, "BEGIN:VCALENDAR\nnonsense", 400,
-         "unusable calendar"),
-        ("/public/publish/ann@contoso.test.ics", {**RANGE, "tz": "Mars/Olympus"}, ICS, 400,
-         "unknown time zone"),
+        (
+            "/public/publish/ann@contoso.test.ics",
+            RANGE,
+            "BEGIN:VCALENDAR\nnonsense",
+            400,
+            "unusable calendar",
+        ),
+        (
+            "/public/publish/ann@contoso.test.ics",
+            {**RANGE, "tz": "Mars/Olympus"},
+            ICS,
+            400,
+            "unknown time zone",
+        ),
     ],
 )
 async def test_bad_ics_publishing(
@@ -240,4 +278,3 @@ async def test_non_utf8_and_huge_bodies(client: httpx.AsyncClient) -> None:
 async def test_healthz_counts_messages(client: httpx.AsyncClient) -> None:
     await client.post("/public/publish", json=ANN)
     assert (await client.get("/healthz")).json() == {"status": "ok", "messages": 1}
-

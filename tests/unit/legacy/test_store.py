@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -34,7 +34,7 @@ from cas.legacy.store import (
 )
 from cas.model.freebusy import Window
 
-UTC = timezone.utc
+UTC = UTC
 ANN = "/o=Contoso/ou=EU/cn=Recipients/cn=ann"
 
 
@@ -115,13 +115,15 @@ def test_event_over_three_months_fills_the_middle_one() -> None:
 
 
 def test_overlapping_and_touching_intervals_merge_and_sort() -> None:
-    pairs = encode_months([
-        (t(2024, 5, 2, 10), t(2024, 5, 2, 11)),
-        (t(2024, 5, 1, 9), t(2024, 5, 1, 10)),
-        (t(2024, 5, 1, 10), t(2024, 5, 1, 10, 30)),  # touches the one before
-        (t(2024, 5, 2, 10, 30), t(2024, 5, 2, 12)),  # overlaps
-        (t(2024, 5, 3, 8), t(2024, 5, 3, 8)),  # empty: dropped
-    ])
+    pairs = encode_months(
+        [
+            (t(2024, 5, 2, 10), t(2024, 5, 2, 11)),
+            (t(2024, 5, 1, 9), t(2024, 5, 1, 10)),
+            (t(2024, 5, 1, 10), t(2024, 5, 1, 10, 30)),  # touches the one before
+            (t(2024, 5, 2, 10, 30), t(2024, 5, 2, 12)),  # overlaps
+            (t(2024, 5, 3, 8), t(2024, 5, 3, 8)),  # empty: dropped
+        ]
+    )
     assert [blocks(d) for _, d in pairs] == [[(540, 630), (1440 + 600, 1440 + 720)]]
 
 

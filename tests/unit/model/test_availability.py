@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -17,7 +17,7 @@ from cas.model.availability import (
 )
 from cas.model.freebusy import MailboxData, Window
 
-T0 = datetime(2024, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
 
 
 def request(count: int = 1, window: timedelta = timedelta(days=1), interval: int = 30):
@@ -26,7 +26,7 @@ def request(count: int = 1, window: timedelta = timedelta(days=1), interval: int
         window=Window(T0, T0 + window),
         interval_minutes=interval,
         view=FreeBusyView.DETAILED_MERGED,
-        tz=timezone.utc,
+        tz=UTC,
     )
 
 
@@ -34,11 +34,23 @@ def request(count: int = 1, window: timedelta = timedelta(days=1), interval: int
     ("req", "fault", "text"),
     [
         (request(count=0), errors.MailboxDataArrayEmpty, "no mailboxes"),
-        (request(count=101), errors.MailboxDataArrayTooBig, "allowed size = 100; actual size = 101"),
-        (request(window=timedelta(days=63)), errors.TimeIntervalTooBig, "allowed limit = 62 days; the actual limit = 63 days"),
+        (
+            request(count=101),
+            errors.MailboxDataArrayTooBig,
+            "allowed size = 100; actual size = 101",
+        ),
+        (
+            request(window=timedelta(days=63)),
+            errors.TimeIntervalTooBig,
+            "allowed limit = 62 days; the actual limit = 63 days",
+        ),
         (request(interval=4), errors.InvalidMergedInterval, "between 5 and 1440"),
         (request(interval=1441), errors.InvalidMergedInterval, "between 5 and 1440"),
-        (request(window=timedelta(minutes=20), interval=30), errors.InvalidMergedInterval, "longer than the time window"),
+        (
+            request(window=timedelta(minutes=20), interval=30),
+            errors.InvalidMergedInterval,
+            "longer than the time window",
+        ),
     ],
 )
 def test_limits_raise_the_contract_fault(req, fault, text) -> None:
@@ -75,6 +87,9 @@ def test_merged_only_sources_answer_every_view_with_merged_only() -> None:
 
 def test_view_contents_table() -> None:
     assert [v.value for v in FreeBusyView if v.has_merged] == [
-        "MergedOnly", "FreeBusyMerged", "DetailedMerged"]
+        "MergedOnly",
+        "FreeBusyMerged",
+        "DetailedMerged",
+    ]
     assert [v.value for v in FreeBusyView if v.has_details] == ["Detailed", "DetailedMerged"]
     assert not FreeBusyView.MERGED_ONLY.has_events

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +18,7 @@ from cas.model.freebusy import (
     no_data,
 )
 
-UTC = timezone.utc
+UTC = UTC
 T0 = datetime(2024, 3, 4, 8, 0, tzinfo=UTC)
 
 
@@ -89,7 +89,11 @@ def test_window_and_event_reject_naive_or_reversed_times() -> None:
 def test_events_in_window_keeps_overlapping_and_orders_them() -> None:
     window = Window(at(0), at(60))
     kept = events_in_window([ev(50, 70), ev(-10, 5), ev(60, 90), ev(30, 30), ev(-5, 0)], window)
-    assert [(e.start, e.end) for e in kept] == [(at(-10), at(5)), (at(30), at(30)), (at(50), at(70))]
+    assert [(e.start, e.end) for e in kept] == [
+        (at(-10), at(5)),
+        (at(30), at(30)),
+        (at(50), at(70)),
+    ]
 
 
 def test_masked_details_keep_only_flags() -> None:
@@ -115,9 +119,9 @@ def oracle(events: list[tuple[int, int, BusyType]], length: int, interval: int) 
     return "".join(map(str, slots))
 
 
-event_st = st.tuples(
-    st.integers(-200, 900), st.integers(0, 300), st.sampled_from(list(DIGIT))
-).map(lambda t: (t[0], t[0] + t[1], t[2]))
+event_st = st.tuples(st.integers(-200, 900), st.integers(0, 300), st.sampled_from(list(DIGIT))).map(
+    lambda t: (t[0], t[0] + t[1], t[2])
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -129,9 +133,7 @@ event_st = st.tuples(
 def test_merged_string_matches_minute_oracle(events, length, interval) -> None:
     if interval > length:
         interval = length
-    got = merged_free_busy(
-        [ev(s, e, b) for s, e, b in events], Window(at(0), at(length)), interval
-    )
+    got = merged_free_busy([ev(s, e, b) for s, e, b in events], Window(at(0), at(length)), interval)
     assert got == oracle(events, length, interval)
 
 

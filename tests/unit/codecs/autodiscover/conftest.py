@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.golden import golden_checker, request_loader
-
 from cas.codecs.autodiscover import UserSettings
+from tests.support.golden import golden_checker, request_loader
 
 DATA = Path(__file__).resolve().parents[3] / "data" / "autodiscover"
 

@@ -38,7 +38,11 @@ def test_the_server_reads_the_request() -> None:
     wire = render_get_user_settings_request("ann@contoso.test", url=URL)
     request = parse_get_user_settings(wire)
     assert request.mailboxes == ("ann@contoso.test",)
-    assert request.requested_settings == ("ExternalEwsUrl", "AutoDiscoverSMTPAddress", "UserDisplayName")
+    assert request.requested_settings == (
+        "ExternalEwsUrl",
+        "AutoDiscoverSMTPAddress",
+        "UserDisplayName",
+    )
     assert request.requested_version == "Exchange2016"
     assert f"<wsa:To>{URL}</wsa:To>".encode() in wire
     assert b"/Autodiscover/Autodiscover/GetUserSettings</wsa:Action>" in wire
@@ -46,7 +50,10 @@ def test_the_server_reads_the_request() -> None:
 
 def test_other_settings_and_version_can_be_asked_for() -> None:
     wire = render_get_user_settings_request(
-        "ann@contoso.test", ("ExternalEwsUrl", "EwsSupportedSchemas"), url=URL, server_version="Exchange2013"
+        "ann@contoso.test",
+        ("ExternalEwsUrl", "EwsSupportedSchemas"),
+        url=URL,
+        server_version="Exchange2013",
     )
     request = parse_get_user_settings(wire)
     assert request.requested_settings == ("ExternalEwsUrl", "EwsSupportedSchemas")
@@ -73,24 +80,29 @@ def test_a_setting_the_server_lacks_is_none_not_an_error() -> None:
 
 def test_without_the_primary_address_setting_the_asked_address_is_used() -> None:
     body = answer("ann@contoso.test", ANN, ("ExternalEwsUrl",))
-    assert parse_get_user_settings_response(body, address="ann@contoso.test").address == "ann@contoso.test"
+    assert (
+        parse_get_user_settings_response(body, address="ann@contoso.test").address
+        == "ann@contoso.test"
+    )
     with pytest.raises(AutodiscoverProtocolError, match="AutoDiscoverSMTPAddress"):
         parse_get_user_settings_response(body)
 
 
 def test_no_ews_url_is_an_error_with_the_servers_code() -> None:
     with pytest.raises(AutodiscoverError) as caught:
-        parse_get_user_settings_response(answer("ann@contoso.test", ANN, ("UserDisplayName", "Nonsense")))
+        parse_get_user_settings_response(
+            answer("ann@contoso.test", ANN, ("UserDisplayName", "Nonsense"))
+        )
     assert caught.value.code == "SettingIsNotAvailable"
 
 
 def test_redirect_and_not_found() -> None:
-    assert parse_get_user_settings_response(answer("old@legacy.test", Redirect("ann@contoso.test"))) == Redirect(
-        "ann@contoso.test"
-    )
-    assert parse_get_user_settings_response(answer("x@contoso.test", NotFound()), address="x@contoso.test") == NotFound(
-        "x@contoso.test"
-    )
+    assert parse_get_user_settings_response(
+        answer("old@legacy.test", Redirect("ann@contoso.test"))
+    ) == Redirect("ann@contoso.test")
+    assert parse_get_user_settings_response(
+        answer("x@contoso.test", NotFound()), address="x@contoso.test"
+    ) == NotFound("x@contoso.test")
 
 
 @pytest.mark.parametrize(
@@ -120,7 +132,9 @@ def user_response(inner: str, count: int = 1) -> bytes:
 
 
 def test_redirect_url_is_reported_not_followed() -> None:
-    body = user_response("<ErrorCode>RedirectUrl</ErrorCode><RedirectTarget>https://other.test/autodiscover/autodiscover.svc</RedirectTarget>")
+    body = user_response(
+        "<ErrorCode>RedirectUrl</ErrorCode><RedirectTarget>https://other.test/autodiscover/autodiscover.svc</RedirectTarget>"
+    )
     with pytest.raises(AutodiscoverError, match="other.test") as caught:
         parse_get_user_settings_response(body)
     assert caught.value.code == "RedirectUrl"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,7 +34,7 @@ from cas.model.freebusy import (
     default_working_hours,
 )
 
-UTC = timezone.utc
+UTC = UTC
 H = timedelta(hours=1)
 NS = {"s": SOAP_NS, "m": MESSAGES_NS, "t": TYPES_NS}
 
@@ -49,35 +49,53 @@ PARSED = {
     "exchangelib_berlin.xml": dict(
         mailboxes=(MailboxQuery("alice@example.com", "Required", False, "SMTP", None),),
         window=(u(2024, 3, 4, 7), u(2024, 3, 4, 15)),
-        interval=60, view=FreeBusyView.DETAILED_MERGED, version="Exchange2016",
-        january=H, july=2 * H,
+        interval=60,
+        view=FreeBusyView.DETAILED_MERGED,
+        version="Exchange2016",
+        january=H,
+        july=2 * H,
     ),
     "davmail_utc.xml": dict(
-        mailboxes=(MailboxQuery("bob@example.com", "Required", False, "SMTP", None),
-                   MailboxQuery("room-1@example.com", "Room", False, "SMTP", None)),
+        mailboxes=(
+            MailboxQuery("bob@example.com", "Required", False, "SMTP", None),
+            MailboxQuery("room-1@example.com", "Room", False, "SMTP", None),
+        ),
         window=(u(2024, 7, 1), u(2024, 7, 2)),
-        interval=15, view=FreeBusyView.MERGED_ONLY, version="Exchange2007_SP1",
-        january=timedelta(0), july=timedelta(0),
+        interval=15,
+        view=FreeBusyView.MERGED_ONLY,
+        version="Exchange2007_SP1",
+        january=timedelta(0),
+        july=timedelta(0),
     ),
     "naive_sydney.xml": dict(
         mailboxes=(MailboxQuery("carol@example.com", "Optional", False, "SMTP", "Carol"),),
         # 12:00 AEDT (+11) on Saturday to 12:00 AEST (+10) on Sunday: 25 hours
         window=(u(2024, 4, 6, 1), u(2024, 4, 7, 2)),
-        interval=30, view=FreeBusyView.FREE_BUSY, version="Exchange2013",
-        january=11 * H, july=10 * H,
+        interval=30,
+        view=FreeBusyView.FREE_BUSY,
+        version="Exchange2013",
+        january=11 * H,
+        july=10 * H,
     ),
     "offset_los_angeles.xml": dict(
-        mailboxes=(MailboxQuery("/o=Org/ou=Site/cn=Recipients/cn=board", "Room", True, "EX",
-                                "Board room"),),
+        mailboxes=(
+            MailboxQuery("/o=Org/ou=Site/cn=Recipients/cn=board", "Room", True, "EX", "Board room"),
+        ),
         window=(u(2026, 11, 1, 4), u(2026, 11, 2, 4) + timedelta(milliseconds=500)),
-        interval=30, view=FreeBusyView.DETAILED, version="Exchange2010_SP2",
-        january=-8 * H, july=-7 * H,
+        interval=30,
+        view=FreeBusyView.DETAILED,
+        version="Exchange2010_SP2",
+        january=-8 * H,
+        july=-7 * H,
     ),
     "context_only_tokyo.xml": dict(
         mailboxes=(MailboxQuery("dan@example.com", "Organizer", True, "SMTP", None),),
         window=(u(2026, 1, 5, 0), u(2026, 1, 5, 9)),
-        interval=60, view=FreeBusyView.FREE_BUSY_MERGED, version="Exchange2016",
-        january=9 * H, july=9 * H,
+        interval=60,
+        view=FreeBusyView.FREE_BUSY_MERGED,
+        version="Exchange2016",
+        january=9 * H,
+        july=9 * H,
     ),
 }
 
@@ -97,9 +115,7 @@ def test_golden_requests_parse(request_bytes: Callable[[str], bytes], name: str)
 
 
 def test_context_header_is_only_a_fallback(request_bytes: Callable[[str], bytes]) -> None:
-    request = parse_get_user_availability(
-        parse_envelope(request_bytes("context_only_tokyo.xml"))
-    )
+    request = parse_get_user_availability(parse_envelope(request_bytes("context_only_tokyo.xml")))
     assert request.tz == ZoneInfo("Asia/Tokyo")
 
 
@@ -127,37 +143,100 @@ WINDOW_TEXT = "The time duration specified for FreeBusyViewOptions.TimeWindow is
 ERRORS = [
     ("view None", VIEW, "<t:RequestedView>None</t:RequestedView>", InvalidFreeBusyViewType, "None"),
     ("view empty", VIEW, "<t:RequestedView> </t:RequestedView>", InvalidFreeBusyViewType, "empty"),
-    ("view unknown", VIEW, "<t:RequestedView>Everything</t:RequestedView>", InvalidValue,
-     "RequestedView"),
-    ("start == end", END, "<t:EndTime>2024-03-04T08:00:00+01:00</t:EndTime>", InvalidTimeInterval,
-     WINDOW_TEXT),
-    ("start > end", END, "<t:EndTime>2024-03-04T07:00:00Z</t:EndTime>", InvalidTimeInterval,
-     WINDOW_TEXT),
-    ("interval text", INTERVAL,
-     "<t:MergedFreeBusyIntervalInMinutes>sixty</t:MergedFreeBusyIntervalInMinutes>", InvalidValue,
-     "MergedFreeBusyIntervalInMinutes"),
-    ("interval decimal", INTERVAL,
-     "<t:MergedFreeBusyIntervalInMinutes>60.5</t:MergedFreeBusyIntervalInMinutes>", InvalidValue,
-     "MergedFreeBusyIntervalInMinutes"),
-    ("date with a space", START, "<t:StartTime>2024-03-04 08:00:00</t:StartTime>", InvalidValue,
-     "StartTime"),
-    ("no such day", START, "<t:StartTime>2024-02-30T08:00:00</t:StartTime>", InvalidValue,
-     "StartTime"),
+    (
+        "view unknown",
+        VIEW,
+        "<t:RequestedView>Everything</t:RequestedView>",
+        InvalidValue,
+        "RequestedView",
+    ),
+    (
+        "start == end",
+        END,
+        "<t:EndTime>2024-03-04T08:00:00+01:00</t:EndTime>",
+        InvalidTimeInterval,
+        WINDOW_TEXT,
+    ),
+    (
+        "start > end",
+        END,
+        "<t:EndTime>2024-03-04T07:00:00Z</t:EndTime>",
+        InvalidTimeInterval,
+        WINDOW_TEXT,
+    ),
+    (
+        "interval text",
+        INTERVAL,
+        "<t:MergedFreeBusyIntervalInMinutes>sixty</t:MergedFreeBusyIntervalInMinutes>",
+        InvalidValue,
+        "MergedFreeBusyIntervalInMinutes",
+    ),
+    (
+        "interval decimal",
+        INTERVAL,
+        "<t:MergedFreeBusyIntervalInMinutes>60.5</t:MergedFreeBusyIntervalInMinutes>",
+        InvalidValue,
+        "MergedFreeBusyIntervalInMinutes",
+    ),
+    (
+        "date with a space",
+        START,
+        "<t:StartTime>2024-03-04 08:00:00</t:StartTime>",
+        InvalidValue,
+        "StartTime",
+    ),
+    (
+        "no such day",
+        START,
+        "<t:StartTime>2024-02-30T08:00:00</t:StartTime>",
+        InvalidValue,
+        "StartTime",
+    ),
     ("no end", END, "", InvalidValue, "EndTime"),
-    ("attendee type", "<t:AttendeeType>Required</t:AttendeeType>",
-     "<t:AttendeeType>Boss</t:AttendeeType>", InvalidValue, "AttendeeType"),
-    ("exclude conflicts", "<t:ExcludeConflicts>0</t:ExcludeConflicts>",
-     "<t:ExcludeConflicts>maybe</t:ExcludeConflicts>", InvalidValue, "ExcludeConflicts"),
-    ("empty address", "<t:Address>alice@example.com</t:Address>", "<t:Address> </t:Address>",
-     InvalidValue, "Address"),
-    ("no email",
-     "<t:Email><t:Address>alice@example.com</t:Address><t:RoutingType>SMTP</t:RoutingType>"
-     "</t:Email>", "", InvalidValue, "Email"),
+    (
+        "attendee type",
+        "<t:AttendeeType>Required</t:AttendeeType>",
+        "<t:AttendeeType>Boss</t:AttendeeType>",
+        InvalidValue,
+        "AttendeeType",
+    ),
+    (
+        "exclude conflicts",
+        "<t:ExcludeConflicts>0</t:ExcludeConflicts>",
+        "<t:ExcludeConflicts>maybe</t:ExcludeConflicts>",
+        InvalidValue,
+        "ExcludeConflicts",
+    ),
+    (
+        "empty address",
+        "<t:Address>alice@example.com</t:Address>",
+        "<t:Address> </t:Address>",
+        InvalidValue,
+        "Address",
+    ),
+    (
+        "no email",
+        "<t:Email><t:Address>alice@example.com</t:Address><t:RoutingType>SMTP</t:RoutingType>"
+        "</t:Email>",
+        "",
+        InvalidValue,
+        "Email",
+    ),
     ("time zone bias", "<t:Bias>-60</t:Bias>", "<t:Bias>west</t:Bias>", InvalidValue, "Bias"),
-    ("day order", "<t:DayOrder>5</t:DayOrder>", "<t:DayOrder>7</t:DayOrder>", InvalidValue,
-     "DayOrder"),
-    ("wrong operation", "GetUserAvailabilityRequest>", "GetUserAvailability>", InvalidValue,
-     "GetUserAvailabilityRequest"),
+    (
+        "day order",
+        "<t:DayOrder>5</t:DayOrder>",
+        "<t:DayOrder>7</t:DayOrder>",
+        InvalidValue,
+        "DayOrder",
+    ),
+    (
+        "wrong operation",
+        "GetUserAvailabilityRequest>",
+        "GetUserAvailability>",
+        InvalidValue,
+        "GetUserAvailabilityRequest",
+    ),
 ]
 
 
@@ -233,7 +312,7 @@ def test_window_times_naive_z_and_offset(
 
 def test_limits_are_not_applied_here(request_bytes: Callable[[str], bytes]) -> None:
     text = berlin(request_bytes).decode()
-    one = text[text.index("<t:MailboxData>"): text.index("</t:MailboxData>") + 16]
+    one = text[text.index("<t:MailboxData>") : text.index("</t:MailboxData>") + 16]
     many = text.replace(one, one * 101)
     many = many.replace(INTERVAL, INTERVAL.replace(">60<", ">1<"))
     many = many.replace(END, "<t:EndTime>2024-06-30T00:00:00Z</t:EndTime>")
@@ -249,14 +328,11 @@ def test_requests_built_by_exchangelib_parse_to_the_same_window(
     exchangelib_protocol: object, zone: str
 ) -> None:
     from exchangelib import EWSTimeZone
-    from exchangelib.properties import FreeBusyViewOptions, TimeWindow
+    from exchangelib.properties import FreeBusyViewOptions, TimeWindow, TimeZone
     from exchangelib.properties import MailboxData as ELMailboxData
-    from exchangelib.services import GetUserAvailability
+    from exchangelib.services import GetServerTimeZones, GetUserAvailability
 
     from cas.codecs.ews import TimeZonesQuery, render_get_server_time_zones
-
-    from exchangelib.properties import TimeZone
-    from exchangelib.services import GetServerTimeZones
 
     tz = EWSTimeZone(zone)
     start = datetime(2024, 10, 26, 20, 0, tzinfo=tz)  # window over Europe's DST end
@@ -266,11 +342,13 @@ def test_requests_built_by_exchangelib_parse_to_the_same_window(
     service = GetUserAvailability(protocol=exchangelib_protocol)
     service.tzinfo = tz
     payload = service.get_payload(
-        mailbox_data=[ELMailboxData(email="a@example.com", attendee_type="Required",
-                                    exclude_conflicts=True)],
+        mailbox_data=[
+            ELMailboxData(email="a@example.com", attendee_type="Required", exclude_conflicts=True)
+        ],
         timezone=TimeZone.from_server_timezone(tz_definition=definition, for_year=start.year),
         free_busy_view_options=FreeBusyViewOptions(
-            time_window=TimeWindow(start=start, end=end), merged_free_busy_interval=15,
+            time_window=TimeWindow(start=start, end=end),
+            merged_free_busy_interval=15,
             requested_view="FreeBusyMerged",
         ),
     )
@@ -286,15 +364,25 @@ def test_requests_built_by_exchangelib_parse_to_the_same_window(
 
 # ---- rendering ---------------------------------------------------------------------------------
 
-SYNC = Event(u(2024, 3, 4, 9), u(2024, 3, 4, 10), BusyType.BUSY,
-             EventDetails(id="AAMk1", subject="Sync", location="Room 1", is_meeting=True,
-                          is_reminder_set=True))
+SYNC = Event(
+    u(2024, 3, 4, 9),
+    u(2024, 3, 4, 10),
+    BusyType.BUSY,
+    EventDetails(
+        id="AAMk1", subject="Sync", location="Room 1", is_meeting=True, is_reminder_set=True
+    ),
+)
 LUNCH = Event(u(2024, 3, 4, 11), u(2024, 3, 4, 12, 30), BusyType.TENTATIVE)
-AWAY = Event(u(2024, 3, 4, 13), u(2024, 3, 4, 14), BusyType.OOF,
-             EventDetails(is_private=True, is_recurring=True))
+AWAY = Event(
+    u(2024, 3, 4, 13),
+    u(2024, 3, 4, 14),
+    BusyType.OOF,
+    EventDetails(is_private=True, is_recurring=True),
+)
 BEFORE = Event(u(2024, 3, 3, 9), u(2024, 3, 3, 10), BusyType.BUSY)  # outside the window
-ALICE = MailboxData(events=(AWAY, SYNC, LUNCH, BEFORE),
-                    working_hours=default_working_hours("Europe/Berlin"))
+ALICE = MailboxData(
+    events=(AWAY, SYNC, LUNCH, BEFORE), working_hours=default_working_hours("Europe/Berlin")
+)
 
 
 def request_for(request_bytes: Loader, count: int = 1, **changes: object) -> AvailabilityRequest:
@@ -322,8 +410,9 @@ def test_detailed_merged_golden(
         MailboxError.of("ErrorMailRecipientNotFound"),
         MailboxError.of("ErrorProxyRequestProcessingFailed", "connect timeout", site="apac"),
     ]
-    golden("get_user_availability_detailed_merged.xml",
-           render_get_user_availability(request, results))
+    golden(
+        "get_user_availability_detailed_merged.xml", render_get_user_availability(request, results)
+    )
 
 
 CONTENTS = {
@@ -356,8 +445,14 @@ def test_events_are_naive_wall_times_in_the_request_zone(request_bytes: Loader) 
     data = render_get_user_availability(request_for(request_bytes), [ALICE])
     (elem,) = views_of(data)
     events = elem.findall("t:CalendarEventArray/t:CalendarEvent", NS)
-    assert [(e.findtext("t:StartTime", namespaces=NS), e.findtext("t:EndTime", namespaces=NS),
-             e.findtext("t:BusyType", namespaces=NS)) for e in events] == [
+    assert [
+        (
+            e.findtext("t:StartTime", namespaces=NS),
+            e.findtext("t:EndTime", namespaces=NS),
+            e.findtext("t:BusyType", namespaces=NS),
+        )
+        for e in events
+    ] == [
         ("2024-03-04T10:00:00", "2024-03-04T11:00:00", "Busy"),
         ("2024-03-04T12:00:00", "2024-03-04T13:30:00", "Tentative"),
         ("2024-03-04T14:00:00", "2024-03-04T15:00:00", "OOF"),
@@ -365,11 +460,21 @@ def test_events_are_naive_wall_times_in_the_request_zone(request_bytes: Loader) 
     details = [e.find("t:CalendarEventDetails", NS) for e in events]
     assert details[1] is None  # no details known for that event
     assert [c.tag.split("}")[1] for c in details[0]] == [
-        "ID", "Subject", "Location", "IsMeeting", "IsRecurring", "IsException", "IsReminderSet",
+        "ID",
+        "Subject",
+        "Location",
+        "IsMeeting",
+        "IsRecurring",
+        "IsException",
+        "IsReminderSet",
         "IsPrivate",
     ]
     assert [c.tag.split("}")[1] for c in details[2]] == [
-        "IsMeeting", "IsRecurring", "IsException", "IsReminderSet", "IsPrivate",
+        "IsMeeting",
+        "IsRecurring",
+        "IsException",
+        "IsReminderSet",
+        "IsPrivate",
     ]
     assert [c.text for c in details[2]] == ["false", "true", "false", "false", "true"]
 
@@ -434,14 +539,19 @@ def test_uncovered_time_is_no_data(request_bytes: Callable[[str], bytes]) -> Non
 
 
 def test_working_hours_use_the_owner_zone(request_bytes: Callable[[str], bytes]) -> None:
-    hours = WorkingHours("America/Los_Angeles", (
-        WorkingPeriod(("Monday", "Wednesday"), 540, 1020), WorkingPeriod(("Friday",), 600, 780)))
-    (elem,) = views_of(render_get_user_availability(
-        request_for(request_bytes), [MailboxData(working_hours=hours)]))
+    hours = WorkingHours(
+        "America/Los_Angeles",
+        (WorkingPeriod(("Monday", "Wednesday"), 540, 1020), WorkingPeriod(("Friday",), 600, 780)),
+    )
+    (elem,) = views_of(
+        render_get_user_availability(request_for(request_bytes), [MailboxData(working_hours=hours)])
+    )
     assert elem.findtext("t:WorkingHours/t:TimeZone/t:Bias", namespaces=NS) == "480"
     periods = elem.findall("t:WorkingHours/t:WorkingPeriodArray/t:WorkingPeriod", NS)
     assert [[c.text for c in p] for p in periods] == [
-        ["Monday Wednesday", "540", "1020"], ["Friday", "600", "780"]]
+        ["Monday Wednesday", "540", "1020"],
+        ["Friday", "600", "780"],
+    ]
 
 
 def test_unknown_owner_zone_leaves_working_hours_out(request_bytes: Callable[[str], bytes]) -> None:
@@ -451,21 +561,31 @@ def test_unknown_owner_zone_leaves_working_hours_out(request_bytes: Callable[[st
 
 
 def test_mailbox_errors_stay_per_mailbox(request_bytes: Callable[[str], bytes]) -> None:
-    errors = [MailboxError.of("ErrorNoFreeBusyAccess"),
-              MailboxError.of("ErrorFreeBusyGenerationFailed", "HTTP 503", site="eu")]
+    errors = [
+        MailboxError.of("ErrorNoFreeBusyAccess"),
+        MailboxError.of("ErrorFreeBusyGenerationFailed", "HTTP 503", site="eu"),
+    ]
     results = [errors[0], ALICE, errors[1]]
     data = render_get_user_availability(request_for(request_bytes, 3), results)
     responses = body_of(data).findall("m:FreeBusyResponseArray/m:FreeBusyResponse", NS)
-    summary = [(r.find("m:ResponseMessage", NS).get("ResponseClass"),
-                r.findtext("m:ResponseMessage/m:ResponseCode", namespaces=NS),
-                r.findtext("m:FreeBusyView/t:FreeBusyViewType", namespaces=NS)) for r in responses]
-    assert summary == [("Error", "ErrorNoFreeBusyAccess", "None"),
-                       ("Success", "NoError", "DetailedMerged"),
-                       ("Error", "ErrorFreeBusyGenerationFailed", "None")]
+    summary = [
+        (
+            r.find("m:ResponseMessage", NS).get("ResponseClass"),
+            r.findtext("m:ResponseMessage/m:ResponseCode", namespaces=NS),
+            r.findtext("m:FreeBusyView/t:FreeBusyViewType", namespaces=NS),
+        )
+        for r in responses
+    ]
+    assert summary == [
+        ("Error", "ErrorNoFreeBusyAccess", "None"),
+        ("Success", "NoError", "DetailedMerged"),
+        ("Error", "ErrorFreeBusyGenerationFailed", "None"),
+    ]
     assert responses[0].find("m:ResponseMessage/m:MessageXml", NS) is None
     last = responses[2].find("m:ResponseMessage", NS)
     assert last.findtext("m:MessageText", namespaces=NS) == (
-        "Free/busy data could not be retrieved from the mailbox backend. HTTP 503 (site: eu)")
+        "Free/busy data could not be retrieved from the mailbox backend. HTTP 503 (site: eu)"
+    )
     assert last.findtext("m:DescriptiveLinkKey", namespaces=NS) == "0"
     assert last.findtext("m:MessageXml/t:Value[@Name='Site']", namespaces=NS) == "eu"
     assert len(responses[2].find("m:FreeBusyView", NS)) == 1
@@ -477,11 +597,15 @@ def test_results_must_pair_up_with_mailboxes(request_bytes: Callable[[str], byte
 
 
 def test_text_xml_cannot_carry_is_dropped(request_bytes: Callable[[str], bytes]) -> None:
-    odd = Event(u(2024, 3, 4, 9), u(2024, 3, 4, 10), BusyType.BUSY,
-                EventDetails(subject="Q3\x0b review\x00", location="Ra\U0001F680um"))
+    odd = Event(
+        u(2024, 3, 4, 9),
+        u(2024, 3, 4, 10),
+        BusyType.BUSY,
+        EventDetails(subject="Q3\x0b review\x00", location="Ra\U0001f680um"),
+    )
     data = render_get_user_availability(request_for(request_bytes), [MailboxData(events=(odd,))])
     assert etree.fromstring(data).xpath("//t:Subject/text()", namespaces=NS) == ["Q3 review"]
-    assert etree.fromstring(data).xpath("//t:Location/text()", namespaces=NS) == ["Ra\U0001F680um"]
+    assert etree.fromstring(data).xpath("//t:Location/text()", namespaces=NS) == ["Ra\U0001f680um"]
 
 
 # ---- exchangelib reads it ----------------------------------------------------------------------
@@ -496,15 +620,18 @@ def test_exchangelib_parses_the_response(
 
     request = request_for(request_bytes, 2)
     data = render_get_user_availability(
-        request, [ALICE, MailboxError.of("ErrorMailRecipientNotFound", site="eu")])
+        request, [ALICE, MailboxError.of("ErrorMailRecipientNotFound", site="eu")]
+    )
     service = GetUserAvailability(protocol=exchangelib_protocol)
     service.tzinfo = EWSTimeZone("Europe/Berlin")
     view, missing = list(service.parse(data))
     assert isinstance(missing, ErrorMailRecipientNotFound)
     assert view.view_type == "DetailedMerged" and view.merged == "00201130"
     assert [(e.start, e.end, e.busy_type) for e in view.calendar_events] == [
-        (SYNC.start, SYNC.end, "Busy"), (LUNCH.start, LUNCH.end, "Tentative"),
-        (AWAY.start, AWAY.end, "OOF")]
+        (SYNC.start, SYNC.end, "Busy"),
+        (LUNCH.start, LUNCH.end, "Tentative"),
+        (AWAY.start, AWAY.end, "OOF"),
+    ]
     assert view.calendar_events[0].details.subject == "Sync"
     assert view.calendar_events[0].details.is_reminder_set is True
     assert view.working_hours[0].weekdays == [1, 2, 3, 4, 5]

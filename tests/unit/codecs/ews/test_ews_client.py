@@ -6,7 +6,7 @@ rendered by the server codec must be read back here as the same answer, in every
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -43,7 +43,7 @@ from tests.support.ews_schema import validate_ews_body
 from tests.support.golden import canonical_xml
 from tests.unit.codecs.ews.conftest import DATA
 
-UTC = timezone.utc
+UTC = UTC
 NS = {"s": SOAP_NS, "m": MESSAGES_NS, "t": TYPES_NS}
 
 
@@ -70,7 +70,9 @@ def server_round_trip(
     """Client request → server codec → server response → client parser."""
     wire = render_get_user_availability_request(request)
     seen = parse_get_user_availability(parse_envelope(wire))
-    return parse_get_user_availability_response(render_get_user_availability(seen, results), request)
+    return parse_get_user_availability_response(
+        render_get_user_availability(seen, results), request
+    )
 
 
 # ---- the request -----------------------------------------------------------------------------
@@ -93,20 +95,35 @@ def test_the_server_reads_the_request_as_the_same_question(tz: tzinfo) -> None:
     seen = parse_get_user_availability(parse_envelope(wire))
     assert seen.mailboxes == request.mailboxes
     assert seen.window == request.window
-    assert (seen.interval_minutes, seen.view, seen.server_version) == (30, request.view, "Exchange2013")
+    assert (seen.interval_minutes, seen.view, seen.server_version) == (
+        30,
+        request.view,
+        "Exchange2013",
+    )
     for moment in (u(2024, 1, 15), u(2024, 7, 15), request.window.start, request.window.end):
-        assert seen.tz.utcoffset(moment.astimezone(tz).replace(tzinfo=None)) == moment.astimezone(tz).utcoffset()
+        assert (
+            seen.tz.utcoffset(moment.astimezone(tz).replace(tzinfo=None))
+            == moment.astimezone(tz).utcoffset()
+        )
 
 
 def test_berlin_request_has_exchangelibs_time_zone_and_utc_window() -> None:
     tz = ZoneInfo("Europe/Berlin")
-    wire = render_get_user_availability_request(ask(tz, datetime(2024, 3, 4, 8, tzinfo=tz), datetime(2024, 3, 4, 16, tzinfo=tz)))
-    ours, theirs = etree.fromstring(wire), etree.parse(str(DATA / "requests" / "exchangelib_berlin.xml"))
+    wire = render_get_user_availability_request(
+        ask(tz, datetime(2024, 3, 4, 8, tzinfo=tz), datetime(2024, 3, 4, 16, tzinfo=tz))
+    )
+    ours, theirs = (
+        etree.fromstring(wire),
+        etree.parse(str(DATA / "requests" / "exchangelib_berlin.xml")),
+    )
     path = "s:Body/m:GetUserAvailabilityRequest/t:TimeZone"
     assert canonical_xml(etree.tostring(ours.find(path, NS))) == canonical_xml(
         etree.tostring(theirs.getroot().find(path, NS))
     )
-    assert ours.find("s:Header/t:TimeZoneContext/t:TimeZoneDefinition", NS).get("Id") == "W. Europe Standard Time"
+    assert (
+        ours.find("s:Header/t:TimeZoneContext/t:TimeZoneDefinition", NS).get("Id")
+        == "W. Europe Standard Time"
+    )
     assert ours.findtext(".//t:StartTime", namespaces=NS) == "2024-03-04T07:00:00Z"
     assert ours.findtext(".//t:EndTime", namespaces=NS) == "2024-03-04T15:00:00Z"
     assert ours.findtext(".//t:ExcludeConflicts", namespaces=NS) == "0"
@@ -122,7 +139,9 @@ def test_a_rule_zone_is_sent_with_its_own_rules_and_no_context() -> None:
 
 def test_requested_view_none_is_refused() -> None:
     with pytest.raises(ValueError, match="None"):
-        render_get_user_availability_request(ask(UTC, u(2024, 3, 4), u(2024, 3, 5), view=FreeBusyView.NONE))
+        render_get_user_availability_request(
+            ask(UTC, u(2024, 3, 4), u(2024, 3, 5), view=FreeBusyView.NONE)
+        )
 
 
 # ---- round trips -----------------------------------------------------------------------------
@@ -180,9 +199,13 @@ def test_free_busy_views_carry_no_details_and_merged_only_only_the_string() -> N
     request = ask(UTC, u(2024, 3, 4), u(2024, 3, 5), view=FreeBusyView.FREE_BUSY)
     [data] = server_round_trip(request, [MailboxData(events=events)])
     assert isinstance(data, MailboxData)
-    assert [(e.start, e.end, e.busy_type, e.details) for e in data.events] == [(u(2024, 3, 4, 8), u(2024, 3, 4, 9), BusyType.BUSY, None)]
+    assert [(e.start, e.end, e.busy_type, e.details) for e in data.events] == [
+        (u(2024, 3, 4, 8), u(2024, 3, 4, 9), BusyType.BUSY, None)
+    ]
     assert data.merged is None
-    [legacy] = server_round_trip(request, [MailboxData(merged="0" * 8 + "2" + "0" * 15, merged_only=True)])
+    [legacy] = server_round_trip(
+        request, [MailboxData(merged="0" * 8 + "2" + "0" * 15, merged_only=True)]
+    )
     assert isinstance(legacy, MailboxData)
     assert legacy.merged_only and legacy.merged == "0" * 8 + "2" + "0" * 15 and legacy.events == ()
 
@@ -202,7 +225,9 @@ def test_working_hours_come_back_in_a_zone_that_can_be_named(owner_zone: str, na
 
 def test_private_details_stay_private() -> None:
     secret = Event(u(2024, 3, 4, 8), u(2024, 3, 4, 9), BusyType.BUSY, EventDetails(is_private=True))
-    [data] = server_round_trip(ask(UTC, u(2024, 3, 4), u(2024, 3, 5)), [MailboxData(events=(secret,))])
+    [data] = server_round_trip(
+        ask(UTC, u(2024, 3, 4), u(2024, 3, 5)), [MailboxData(events=(secret,))]
+    )
     assert isinstance(data, MailboxData) and data.events == (secret,)
 
 
@@ -237,8 +262,14 @@ def test_naive_times_are_wall_times_of_the_requests_zone_and_offsets_are_kept() 
     first, second = parse_get_user_availability_response(body, request)
     assert isinstance(first, MailboxData) and isinstance(second, MailboxData)
     # 02:30 on the night clocks go back is read as the first (daylight) one, like zoneinfo
-    assert (first.events[0].start, first.events[0].end) == (u(2024, 4, 6, 15, 30), u(2024, 4, 6, 18))
-    assert (second.events[0].start, second.events[0].end) == (u(2024, 4, 6, 16, 30), u(2024, 4, 6, 17))
+    assert (first.events[0].start, first.events[0].end) == (
+        u(2024, 4, 6, 15, 30),
+        u(2024, 4, 6, 18),
+    )
+    assert (second.events[0].start, second.events[0].end) == (
+        u(2024, 4, 6, 16, 30),
+        u(2024, 4, 6, 17),
+    )
 
 
 @pytest.mark.parametrize(
@@ -254,7 +285,9 @@ def test_naive_times_are_wall_times_of_the_requests_zone_and_offsets_are_kept() 
         ("<m:MessageText>Odd.</m:MessageText>", "ErrorFreeBusyGenerationFailed", "(no ResponseCode): Odd.", None),
     ],
 )  # fmt: skip
-def test_error_responses_keep_code_message_and_site(message: str, code: str, text: str, site: str | None) -> None:
+def test_error_responses_keep_code_message_and_site(
+    message: str, code: str, text: str, site: str | None
+) -> None:
     body = envelope(f'<m:ResponseMessage ResponseClass="Error">{message}</m:ResponseMessage>'
                     "<m:FreeBusyView><t:FreeBusyViewType>None</t:FreeBusyViewType></m:FreeBusyView>")  # fmt: skip
     [result] = parse_get_user_availability_response(body, ask(UTC, u(2024, 3, 4), u(2024, 3, 5)))
@@ -289,7 +322,10 @@ def test_a_soap_fault_raises_its_code_and_message() -> None:
     body = render_fault_code("ErrorInvalidTimeInterval", "The time duration is invalid.")
     with pytest.raises(EwsFaultError) as caught:
         parse_get_user_availability_response(body, ask(UTC, u(2024, 3, 4), u(2024, 3, 5)))
-    assert (caught.value.code, caught.value.message) == ("ErrorInvalidTimeInterval", "The time duration is invalid.")
+    assert (caught.value.code, caught.value.message) == (
+        "ErrorInvalidTimeInterval",
+        "The time duration is invalid.",
+    )
     bare = f'<s:Envelope xmlns:s="{SOAP_NS}"><s:Body><s:Fault><faultcode>s:Server</faultcode><faultstring>boom</faultstring></s:Fault></s:Body></s:Envelope>'
     with pytest.raises(EwsFaultError, match="Server: boom"):
         parse_get_user_availability_response(bare.encode(), ask(UTC, u(2024, 3, 4), u(2024, 3, 5)))
@@ -338,7 +374,11 @@ def test_server_busy_fault_carries_its_back_off() -> None:
 def test_freshness_travels_in_a_soap_header_and_comes_back() -> None:
     from datetime import datetime, timedelta, timezone
 
-    from cas.codecs.ews import parse_envelope, parse_get_user_availability, render_get_user_availability
+    from cas.codecs.ews import (
+        parse_envelope,
+        parse_get_user_availability,
+        render_get_user_availability,
+    )
     from cas.codecs.ews.client import (
         parse_get_user_availability_response,
         render_get_user_availability_request,
@@ -351,9 +391,14 @@ def test_freshness_travels_in_a_soap_header_and_comes_back() -> None:
     t0 = datetime(2024, 3, 4, tzinfo=timezone.utc)
     request = AvailabilityRequest(
         (MailboxQuery("a@x.test"), MailboxQuery("b@x.test"), MailboxQuery("c@x.test")),
-        Window(t0, t0 + timedelta(hours=2)), 60, FreeBusyView.MERGED_ONLY, timezone.utc,
+        Window(t0, t0 + timedelta(hours=2)),
+        60,
+        FreeBusyView.MERGED_ONLY,
+        timezone.utc,
     )
-    server_side = parse_get_user_availability(parse_envelope(render_get_user_availability_request(request)))
+    server_side = parse_get_user_availability(
+        parse_envelope(render_get_user_availability_request(request))
+    )
     results = [
         MailboxData(freshness=Freshness("stale-cache", 812.0, "eu")),
         MailboxError.of("ErrorMailRecipientNotFound"),

@@ -30,9 +30,12 @@ def test_golden(
     ("ids", "count"),
     [
         ('<m:SourceIds><t:AlternateId Format="EwsId" Id="A" Mailbox="a@x"/></m:SourceIds>', 1),
-        ('<m:SourceIds><t:AlternateId Format="EwsId" Id="A" Mailbox="a@x"/>'
-         '<t:AlternatePublicFolderId Format="EwsId" FolderId="F"/>'
-         '<t:AlternateId Format="EwsId" Id="B" Mailbox="b@x"/></m:SourceIds>', 3),
+        (
+            '<m:SourceIds><t:AlternateId Format="EwsId" Id="A" Mailbox="a@x"/>'
+            '<t:AlternatePublicFolderId Format="EwsId" FolderId="F"/>'
+            '<t:AlternateId Format="EwsId" Id="B" Mailbox="b@x"/></m:SourceIds>',
+            3,
+        ),
         ("<m:SourceIds/>", 1),
         ("", 1),
     ],

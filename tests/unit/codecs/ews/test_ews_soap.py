@@ -77,8 +77,10 @@ def test_body_whitespace_and_comments_before_the_operation_are_skipped() -> None
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>',
-         "SOAP 1.2"),
+        (
+            b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope"><e:Body/></e:Envelope>',
+            "SOAP 1.2",
+        ),
         (b"<Envelope><Body/></Envelope>", "SOAP 1.1 Envelope"),
         (f'<s:Envelope xmlns:s="{SOAP_NS}"><s:Header/></s:Envelope>'.encode(), "no Body"),
         (envelope(""), "Body is empty"),
@@ -207,9 +209,17 @@ def test_public_api() -> None:
     import cas.codecs.ews as ews
 
     for name in (
-        "parse_envelope", "SoapRequest", "render_envelope", "render_fault",
-        "parse_get_user_availability", "render_get_user_availability",
-        "parse_get_server_time_zones", "render_get_server_time_zones", "render_convert_id",
-        "RuleTimeZone", "windows_to_iana", "iana_to_windows",
+        "parse_envelope",
+        "SoapRequest",
+        "render_envelope",
+        "render_fault",
+        "parse_get_user_availability",
+        "render_get_user_availability",
+        "parse_get_server_time_zones",
+        "render_get_server_time_zones",
+        "render_convert_id",
+        "RuleTimeZone",
+        "windows_to_iana",
+        "iana_to_windows",
     ):
         assert name in ews.__all__ and hasattr(ews, name)

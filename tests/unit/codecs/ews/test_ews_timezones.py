@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -85,20 +85,41 @@ def test_parse_keeps_the_raw_rule_values() -> None:
     ("body", "summer", "winter"),
     [
         # DavMail: every bias 0 -> UTC
-        ("<t:Bias>0</t:Bias>" + period("StandardTime", "0", "02:00:00", "5", "10", "Sunday")
-         + period("DaylightTime", "0", "02:00:00", "1", "4", "Sunday"), timedelta(0), timedelta(0)),
+        (
+            "<t:Bias>0</t:Bias>"
+            + period("StandardTime", "0", "02:00:00", "5", "10", "Sunday")
+            + period("DaylightTime", "0", "02:00:00", "1", "4", "Sunday"),
+            timedelta(0),
+            timedelta(0),
+        ),
         # no DaylightTime at all
         ("<t:Bias>-180</t:Bias>", 3 * H, 3 * H),
         # Windows' "no transition": Month 0
-        ("<t:Bias>-60</t:Bias>" + period("StandardTime", "0", "00:00:00", "0", "0", "Sunday")
-         + period("DaylightTime", "-60", "00:00:00", "0", "0", "Sunday"), H, H),
+        (
+            "<t:Bias>-60</t:Bias>"
+            + period("StandardTime", "0", "00:00:00", "0", "0", "Sunday")
+            + period("DaylightTime", "-60", "00:00:00", "0", "0", "Sunday"),
+            H,
+            H,
+        ),
         # -1 means last; short times and a Year element are accepted
-        ("<t:Bias>-60</t:Bias>" + period("StandardTime", "0", "3:00", "-1", "10", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00.000", "-1", "3", "Sunday",
-                  "<t:Year>2024</t:Year>"), 2 * H, H),
+        (
+            "<t:Bias>-60</t:Bias>"
+            + period("StandardTime", "0", "3:00", "-1", "10", "Sunday")
+            + period(
+                "DaylightTime", "-60", "02:00:00.000", "-1", "3", "Sunday", "<t:Year>2024</t:Year>"
+            ),
+            2 * H,
+            H,
+        ),
         # southern hemisphere
-        ("<t:Bias>-600</t:Bias>" + period("StandardTime", "0", "03:00:00", "1", "4", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"), 10 * H, 11 * H),
+        (
+            "<t:Bias>-600</t:Bias>"
+            + period("StandardTime", "0", "03:00:00", "1", "4", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+            10 * H,
+            11 * H,
+        ),
     ],
     ids=["davmail-utc", "no-daylight", "month-0", "minus-one", "sydney"],
 )
@@ -113,14 +134,30 @@ def test_parse_variants(body: str, summer: timedelta, winter: timedelta) -> None
     [
         ("<t:Bias>x</t:Bias>", "Bias"),
         ("", "Bias"),
-        ("<t:Bias>0</t:Bias>" + period("StandardTime", "0", "3pm", "1", "4", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"), "Time"),
-        ("<t:Bias>0</t:Bias>" + period("StandardTime", "0", "03:00:00", "9", "4", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"), "DayOrder"),
-        ("<t:Bias>0</t:Bias>" + period("StandardTime", "0", "03:00:00", "1", "4", "Funday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"), "DayOfWeek"),
-        ("<t:Bias>0</t:Bias>" + period("StandardTime", "0", "03:00:00", "1", "13", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"), "Month"),
+        (
+            "<t:Bias>0</t:Bias>"
+            + period("StandardTime", "0", "3pm", "1", "4", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+            "Time",
+        ),
+        (
+            "<t:Bias>0</t:Bias>"
+            + period("StandardTime", "0", "03:00:00", "9", "4", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+            "DayOrder",
+        ),
+        (
+            "<t:Bias>0</t:Bias>"
+            + period("StandardTime", "0", "03:00:00", "1", "4", "Funday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+            "DayOfWeek",
+        ),
+        (
+            "<t:Bias>0</t:Bias>"
+            + period("StandardTime", "0", "03:00:00", "1", "13", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+            "Month",
+        ),
         ("<t:Bias>99999</t:Bias>", "Bias"),
     ],
 )
@@ -145,15 +182,27 @@ def test_rules_render_back_to_the_same_xml() -> None:
     ("iana", "year", "expected"),
     [
         ("Europe/Berlin", 2024, BERLIN_XML),
-        ("Asia/Tokyo", 2026, "<t:Bias>-540</t:Bias>"
-         + period("StandardTime", "0", "00:00:00", "1", "1", "Monday")
-         + period("DaylightTime", "0", "00:00:00", "5", "12", "Sunday")),
-        ("America/Los_Angeles", 2024, "<t:Bias>480</t:Bias>"
-         + period("StandardTime", "0", "02:00:00", "1", "11", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "2", "3", "Sunday")),
-        ("Australia/Sydney", 2026, "<t:Bias>-600</t:Bias>"
-         + period("StandardTime", "0", "03:00:00", "1", "4", "Sunday")
-         + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday")),
+        (
+            "Asia/Tokyo",
+            2026,
+            "<t:Bias>-540</t:Bias>"
+            + period("StandardTime", "0", "00:00:00", "1", "1", "Monday")
+            + period("DaylightTime", "0", "00:00:00", "5", "12", "Sunday"),
+        ),
+        (
+            "America/Los_Angeles",
+            2024,
+            "<t:Bias>480</t:Bias>"
+            + period("StandardTime", "0", "02:00:00", "1", "11", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "2", "3", "Sunday"),
+        ),
+        (
+            "Australia/Sydney",
+            2026,
+            "<t:Bias>-600</t:Bias>"
+            + period("StandardTime", "0", "03:00:00", "1", "4", "Sunday")
+            + period("DaylightTime", "-60", "02:00:00", "1", "10", "Sunday"),
+        ),
     ],
 )
 def test_render_serializable_time_zone_of_an_iana_zone(iana: str, year: int, expected: str) -> None:
@@ -179,8 +228,10 @@ def gst_request(inner: str, attrs: str = ' ReturnFullTimeZoneData="true"') -> by
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        (gst_request("<m:Ids><t:Id>W. Europe Standard Time</t:Id><t:Id> UTC </t:Id></m:Ids>"),
-         TimeZonesQuery(("W. Europe Standard Time", "UTC"), True)),
+        (
+            gst_request("<m:Ids><t:Id>W. Europe Standard Time</t:Id><t:Id> UTC </t:Id></m:Ids>"),
+            TimeZonesQuery(("W. Europe Standard Time", "UTC"), True),
+        ),
         (gst_request("", ' ReturnFullTimeZoneData="false"'), TimeZonesQuery(None, False)),
         (gst_request("", ""), TimeZonesQuery(None, True)),
         (gst_request("<m:Ids/>", ' ReturnFullTimeZoneData="0"'), TimeZonesQuery(None, False)),
@@ -200,8 +251,11 @@ def test_parse_get_server_time_zones_rejects_bad_input() -> None:
         body = gst_request("", ' ReturnFullTimeZoneData="yes"')
         parse_get_server_time_zones(parse_envelope(body))
     with pytest.raises(InvalidValue, match="GetServerTimeZones"):
-        parse_get_server_time_zones(parse_envelope(gst_request("").replace(
-            b"GetServerTimeZones", b"GetUserAvailabilityRequest")))
+        parse_get_server_time_zones(
+            parse_envelope(
+                gst_request("").replace(b"GetServerTimeZones", b"GetUserAvailabilityRequest")
+            )
+        )
 
 
 def test_berlin_definition_golden(golden: Callable[[str, bytes], None]) -> None:
@@ -284,7 +338,7 @@ def test_exchangelib_request_zone_matches_zoneinfo_all_year(
     sent = exchangelib_request_tz(exchangelib_protocol, windows_id, year)
     tz = parse_serializable_time_zone(sent)
     reference = ZoneInfo(windows_to_iana(windows_id) or "")
-    moment = datetime(year, 1, 1, tzinfo=timezone.utc)
+    moment = datetime(year, 1, 1, tzinfo=UTC)
     wrong = []
     while moment.year == year:
         if moment.astimezone(tz).utcoffset() != moment.astimezone(reference).utcoffset():

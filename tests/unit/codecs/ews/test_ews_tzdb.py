@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,8 +16,8 @@ H = timedelta(hours=1)
 def offsets_differ(name: str, year: int, step: timedelta = H) -> list[str]:
     """UTC instants of `year` (every `step`) where the derived rules disagree with zoneinfo."""
     tz, reference = RuleTimeZone(rules_for_year(name, year)), ZoneInfo(name)
-    moment = datetime(year, 1, 1, tzinfo=timezone.utc)
-    end = datetime(year + 1, 1, 1, tzinfo=timezone.utc)
+    moment = datetime(year, 1, 1, tzinfo=UTC)
+    end = datetime(year + 1, 1, 1, tzinfo=UTC)
     found = []
     while moment < end:
         if moment.astimezone(tz).utcoffset() != moment.astimezone(reference).utcoffset():
@@ -58,9 +58,19 @@ def test_berlin_rules_are_the_published_windows_rules() -> None:
     assert rules.standard is not None and rules.daylight is not None
     std, dst = rules.standard, rules.daylight
     assert (std.bias, std.time, std.day_order, std.month, std.weekday_name) == (
-        0, 3 * H, LAST, 10, "Sunday")
+        0,
+        3 * H,
+        LAST,
+        10,
+        "Sunday",
+    )
     assert (dst.bias, dst.time, dst.day_order, dst.month, dst.weekday_name) == (
-        -60, 2 * H, LAST, 3, "Sunday")
+        -60,
+        2 * H,
+        LAST,
+        3,
+        "Sunday",
+    )
 
 
 def test_zones_without_dst_use_exchangelib_dummies() -> None:
@@ -68,9 +78,15 @@ def test_zones_without_dst_use_exchangelib_dummies() -> None:
     assert rules.bias == -540 and not rules.has_dst
     assert rules.standard is not None and rules.daylight is not None
     assert (rules.standard.month, rules.standard.day_order, rules.standard.weekday_name) == (
-        1, 1, "Monday")
+        1,
+        1,
+        "Monday",
+    )
     assert (rules.daylight.month, rules.daylight.day_order, rules.daylight.weekday_name) == (
-        12, LAST, "Sunday")
+        12,
+        LAST,
+        "Sunday",
+    )
     assert rules.standard.bias == rules.daylight.bias == 0
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import pickle
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,7 +35,7 @@ HAND_WRITTEN = {
 
 
 def hours_of(year: int) -> list[datetime]:
-    start = datetime(year, 1, 1, tzinfo=timezone.utc)
+    start = datetime(year, 1, 1, tzinfo=UTC)
     count = (datetime(year + 1, 1, 1) - datetime(year, 1, 1)) // H
     return [start + i * H for i in range(count)]
 
@@ -84,8 +84,14 @@ def test_day_in_picks_the_nth_or_last_weekday(
 
 @pytest.mark.parametrize(
     "moment",
-    [datetime(2024, 3, 31, 2), datetime(2024, 3, 10, 2), datetime(2026, 2, 22, 0, 30),
-     datetime(2024, 12, 31, 23, 59), datetime(2025, 1, 1), datetime(2024, 2, 29, 12)],
+    [
+        datetime(2024, 3, 31, 2),
+        datetime(2024, 3, 10, 2),
+        datetime(2026, 2, 22, 0, 30),
+        datetime(2024, 12, 31, 23, 59),
+        datetime(2025, 1, 1),
+        datetime(2024, 2, 29, 12),
+    ],
 )
 def test_rule_on_selects_the_same_moment_again(moment: datetime) -> None:
     assert rule_on(moment).wall_time_in(moment.year) == moment
@@ -94,8 +100,14 @@ def test_rule_on_selects_the_same_moment_again(moment: datetime) -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"day_order": 0}, {"day_order": 6}, {"month": 0}, {"month": 13}, {"weekday": 7},
-        {"time": timedelta(hours=25)}, {"time": -H}, {"bias": 24 * 60},
+        {"day_order": 0},
+        {"day_order": 6},
+        {"month": 0},
+        {"month": 13},
+        {"weekday": 7},
+        {"time": timedelta(hours=25)},
+        {"time": -H},
+        {"bias": 24 * 60},
     ],
 )
 def test_transition_rule_rejects_out_of_range_values(kwargs: dict[str, object]) -> None:
@@ -137,18 +149,16 @@ SYDNEY = RuleTimeZone(HAND_WRITTEN["Australia/Sydney"])
 def test_fromutc_sets_fold_on_the_repeated_hour(
     tz: RuleTimeZone, utc: datetime, wall: datetime, fold: int
 ) -> None:
-    local = utc.replace(tzinfo=timezone.utc).astimezone(tz)
+    local = utc.replace(tzinfo=UTC).astimezone(tz)
     assert (local.replace(tzinfo=None), local.fold) == (wall, fold)
-    assert local.astimezone(timezone.utc).replace(tzinfo=None) == utc
+    assert local.astimezone(UTC).replace(tzinfo=None) == utc
 
 
 def test_skipped_hour_reads_with_the_offset_before_the_jump_like_zoneinfo() -> None:
     gap = datetime(2024, 3, 31, 2, 30)
     assert gap.replace(tzinfo=BERLIN).utcoffset() == H  # fold=0: before the jump
     assert gap.replace(tzinfo=BERLIN, fold=1).utcoffset() == 2 * H
-    assert gap.replace(tzinfo=BERLIN).astimezone(timezone.utc) == datetime(
-        2024, 3, 31, 1, 30, tzinfo=timezone.utc
-    )
+    assert gap.replace(tzinfo=BERLIN).astimezone(UTC) == datetime(2024, 3, 31, 1, 30, tzinfo=UTC)
 
 
 def test_dst_tzname_and_value_semantics() -> None:
@@ -156,7 +166,7 @@ def test_dst_tzname_and_value_semantics() -> None:
     assert (summer.dst(), winter.dst()) == (H, timedelta(0))
     assert (summer.tzname(), winter.tzname()) == ("UTC+02:00", "UTC+01:00")
     assert RuleTimeZone(HAND_WRITTEN["Europe/Berlin"], name="Berlin").tzname(None) == "Berlin"
-    assert BERLIN == RuleTimeZone(HAND_WRITTEN["Europe/Berlin"]) and hash(BERLIN) == hash(
+    assert RuleTimeZone(HAND_WRITTEN["Europe/Berlin"]) == BERLIN and hash(BERLIN) == hash(
         RuleTimeZone(HAND_WRITTEN["Europe/Berlin"])
     )
     assert BERLIN != SYDNEY
@@ -170,7 +180,7 @@ def test_dst_tzname_and_value_semantics() -> None:
     st.sampled_from([BERLIN, SYDNEY, RuleTimeZone(HAND_WRITTEN["America/Los_Angeles"])]),
 )
 def test_utc_round_trip_is_exact(moment: datetime, tz: RuleTimeZone) -> None:
-    aware = moment.replace(tzinfo=timezone.utc)
+    aware = moment.replace(tzinfo=UTC)
     local = aware.astimezone(tz)
-    assert local.astimezone(timezone.utc) == aware
+    assert local.astimezone(UTC) == aware
     assert local.utcoffset() in {tz.rules.std_offset, tz.rules.dst_offset}

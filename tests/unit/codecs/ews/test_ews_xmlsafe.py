@@ -9,9 +9,7 @@ import pytest
 from cas.codecs.ews.xmlsafe import declares_dtd, parse_xml
 from cas.errors import HostileXml, MalformedRequest
 
-LAUGHS = "\n".join(
-    f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10)
-)
+LAUGHS = "\n".join(f'<!ENTITY lol{i} "{f"&lol{i - 1};" * 10}">' for i in range(1, 10))
 BILLION_LAUGHS = (
     '<?xml version="1.0"?>\n<!DOCTYPE lolz [\n<!ENTITY lol0 "lol">\n'
     f"{LAUGHS}\n]>\n<lolz>&lol9;</lolz>"
@@ -22,8 +20,7 @@ XXE_FILE = (
     "<foo>&xxe;</foo>"
 )
 XXE_PARAMETER = (
-    '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]>'
-    "<foo/>"
+    '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY % p SYSTEM "file:///etc/passwd"> %p;]><foo/>'
 )
 EXTERNAL_DTD = '<?xml version="1.0"?><!DOCTYPE foo SYSTEM "http://127.0.0.1:9/evil.dtd"><foo/>'
 PLAIN_DOCTYPE = "<!DOCTYPE Envelope><Envelope/>"
@@ -75,7 +72,7 @@ def test_hostile_documents_are_refused_quickly_without_expansion(body: bytes) ->
         (PLAIN_DOCTYPE.encode(), True),
         (b"<?xml version='1.0'?>\n<!DOCTYPE x><x/>", True),
         (utf16(XXE_FILE), True),
-        ("<a>text mentioning &lt;!DOCTYPE&gt;</a>".encode(), False),
+        (b"<a>text mentioning &lt;!DOCTYPE&gt;</a>", False),
         (b"<a><![CDATA[<!DOCTYPE x>]]></a>", False),
         (HIDDEN_DOCTYPE.encode(), False),  # refused after parsing instead
     ],

@@ -5,7 +5,7 @@ Queries are written the way DavMail, Zimbra and the Ximian connector send them (
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -25,7 +25,7 @@ from cas.codecs.legacy import (
 )
 from cas.model.freebusy import Window
 
-UTC = timezone.utc
+UTC = UTC
 START = datetime(2024, 3, 4, 8, tzinfo=UTC)
 
 
@@ -87,8 +87,12 @@ def test_query_quirks(text: str, expected: tuple) -> None:
         QueryParams("start=2024-03-04T08:00:00Z&end=2024-03-04T09:00:00Z&u=a@x&u=b@x"),
         httpx.QueryParams("start=2024-03-04T08:00:00Z&end=2024-03-04T09:00:00Z&u=a@x&u=b@x"),
         {"start": "2024-03-04T08:00:00Z", "end": "2024-03-04T09:00:00Z", "u": ["a@x", "b@x"]},
-        [("start", "2024-03-04T08:00:00Z"), ("end", "2024-03-04T09:00:00Z"), ("u", "a@x"),
-         ("u", "b@x")],
+        [
+            ("start", "2024-03-04T08:00:00Z"),
+            ("end", "2024-03-04T09:00:00Z"),
+            ("u", "a@x"),
+            ("u", "b@x"),
+        ],
     ],
     ids=["starlette", "httpx", "mapping", "pairs"],
 )
@@ -145,8 +149,9 @@ def test_client_query_params_read_back() -> None:
 
 # --- rendering ------------------------------------------------------------------------------
 
-TWO_HOURS = q(BASE.replace("T09:00", "T10:00").replace("interval=15", "interval=30")
-              + "&u=b@x&u=c@x")
+TWO_HOURS = q(
+    BASE.replace("T09:00", "T10:00").replace("interval=15", "interval=30") + "&u=b@x&u=c@x"
+)
 
 
 def test_all_attendees_comes_first_and_is_the_digitwise_max() -> None:
@@ -189,8 +194,11 @@ def test_render_refuses_fbdata_that_does_not_fit(fbdata: str) -> None:
 
 
 def test_render_then_parse_round_trip() -> None:
-    items = [LegacyItem("A", "a@x", "0123"), LegacyItem("B", "b@x", "4444"),
-             LegacyItem("C", "c@x", "2200")]
+    items = [
+        LegacyItem("A", "a@x", "0123"),
+        LegacyItem("B", "b@x", "4444"),
+        LegacyItem("C", "c@x", "2200"),
+    ]
     body = render_freebusy_response(TWO_HOURS, items)
     assert parse_freebusy_response(body, TWO_HOURS) == {"a@x": "0123", "b@x": "4444", "c@x": "2200"}
 
@@ -281,7 +289,8 @@ def test_fbdata_to_mailbox_data_keeps_digits_and_covers_all_but_4() -> None:
     data = fbdata_to_mailbox_data("0124401", window, 15)
     assert digits(data, window, 15) == "0124401" and data.merged_only and data.merged is None
     assert [(e.busy_type.value, e.end - e.start) for e in data.events] == [
-        ("Tentative", timedelta(minutes=15)), ("Busy", timedelta(minutes=15)),
+        ("Tentative", timedelta(minutes=15)),
+        ("Busy", timedelta(minutes=15)),
         ("Tentative", timedelta(minutes=10)),
     ]
     assert data.coverage == (
