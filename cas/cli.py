@@ -37,8 +37,17 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--mailboxes-per-site", type=int, default=24, help="seeded mailboxes per site (default 24)"
     )
-    p.add_argument("--manifest", help="where to write the lab manifest JSON")
-    p.add_argument("--state-dir", help="folder for the lab's files (default: a temporary one)")
+    p.add_argument(
+        "--manifest",
+        help="where to write the lab manifest JSON (default: lab.json here, removed on exit)",
+    )
+    p.add_argument(
+        "--state",
+        "--state-dir",
+        dest="state_dir",
+        metavar="DIR",
+        help="folder for the lab's files and logs, kept on exit (default: a temporary one)",
+    )
     p.add_argument(
         "--duration", type=float, help="stop by itself after this many seconds (default: Ctrl-C)"
     )
@@ -181,7 +190,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cas.app import create_app
-    from cas.settings import OPTIONS_BY_NAME, SettingsError, load_settings
+    from cas.settings import SettingsError, format_table, load_settings
     from sitemap.load import SitemapError, load_sitemap
     from sitemap.model import SecretUnavailable
 
@@ -190,18 +199,12 @@ def serve(args: argparse.Namespace) -> int:
     except SitemapError as exc:
         raise UsageError(str(exc)) from None
     overrides = _parse_overrides(args.set)
-    unknown = sorted(set(overrides) - set(OPTIONS_BY_NAME))
-    if unknown:
-        raise UsageError(
-            f"--set {unknown[0]}: unknown setting (known: {', '.join(OPTIONS_BY_NAME)})"
-        )
     try:
         settings = load_settings(sitemap.settings, file_source=args.config, overrides=overrides)
     except SettingsError as exc:
         raise UsageError(str(exc)) from None
     if args.print_config:
-        for name, value, source, help_text in settings.table():
-            print(f"{name:<26} {value!s:<12} {source:<28} {help_text}")
+        print(format_table(settings))
         return 0
 
     names = [s.name for s in sitemap.sites]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import ssl
 import sys
 from collections.abc import Sequence
@@ -233,9 +234,32 @@ def _unknown(address: str, message: str) -> _Target:
 # ---- availability -----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class BatchFailure:
+    """Why one GetUserAvailability failed as a whole; `refused` when a server did answer."""
+
+    message: str
+    refused: bool = False
+
+
+def explain_fault(fault: EwsFaultError, options: LookupOptions) -> str:
+    """A server's refusal in the user's terms, with what to change."""
+    if fault.code == "ErrorTimeIntervalTooBig":
+        allowed = re.search(r"allowed limit = (\d+) days", fault.message)
+        days = options.window.duration.total_seconds() / 86400
+        most = f"at most {allowed.group(1)} days" if allowed else "a shorter window"
+        return (
+            f"the window asked for is {days:g} days and the server allows {most} "
+            "(ask for less with --days, or --start and --end)"
+        )
+    if fault.code == "ErrorMailboxDataArrayTooBig":
+        return f"the server takes fewer mailboxes per request ({fault.message})"
+    return f"{fault.code}: {fault.message}" if fault.message else fault.code
+
+
 async def ask_availability(
     client: httpx.AsyncClient, url: str, mailboxes: Sequence[str], options: LookupOptions
-) -> tuple[list[MailboxResult], str | None]:
+) -> tuple[list[MailboxResult], BatchFailure | None]:
     """One GetUserAvailability to `url`: results in order, and what failed if it failed whole."""
     request = AvailabilityRequest(
         tuple(MailboxQuery(address) for address in mailboxes),
@@ -245,6 +269,7 @@ async def ask_availability(
         options.tz,
     )
     problem: str
+    refused = False
     code = "ErrorFreeBusyGenerationFailed"
     try:
         response = await client.post(url, content=render_get_user_availability_request(request))
@@ -254,16 +279,18 @@ async def ask_availability(
         code, problem = "ErrorProxyRequestProcessingFailed", _transport_problem(exc)
     else:
         if response.status_code == 401:
+            refused = True
             problem = "HTTP 401: the server refused the credentials (--user / --password-env)"
         else:
             try:
                 return parse_get_user_availability_response(response.content, request), None
             except EwsFaultError as exc:
-                problem = f"the server refused the request: {exc}"
+                refused = True
+                problem = f"the server refused the request: {explain_fault(exc, options)}"
             except EwsProtocolError as exc:
                 problem = f"HTTP {response.status_code}, unreadable answer: {exc.message}"
     message = f"{url}: {problem}"
-    return [MailboxError(code, message) for _ in mailboxes], message
+    return [MailboxError(code, message) for _ in mailboxes], BatchFailure(message, refused)
 
 
 def _chunks(indexes: list[int]) -> list[list[int]]:
@@ -301,9 +328,13 @@ async def lookup_availability(
               for url, chunk in batches)
         )  # fmt: skip
 
-    failures = [problem for _, problem in answers if problem is not None]
+    failures = [failure for _, failure in answers if failure is not None]
     if batches and len(failures) == len(batches):
-        raise LookupFailed("no EWS server answered: " + "; ".join(dict.fromkeys(failures)))
+        refusals = [f.message for f in failures if f.refused]
+        if refusals:
+            raise LookupFailed("; ".join(dict.fromkeys(refusals)))
+        messages = [f.message for f in failures]
+        raise LookupFailed("no EWS server answered: " + "; ".join(dict.fromkeys(messages)))
     results: dict[int, MailboxResult] = {}
     for (_, chunk), (chunk_results, _) in zip(batches, answers, strict=True):
         results.update(zip(chunk, chunk_results, strict=True))

@@ -5,7 +5,7 @@ today 00:00 to +1 day in `--tz`, itself defaulting to the local zone or UTC), th
 view, where EWS or DNS is, the CA and the credentials. Every problem is a `LookupFailed` with
 one clear message naming the option, printed by the CLI with exit status 2.
 
-A lab manifest (DESIGN.md §3.4, `--manifest`) supplies `dns.host`/`dns.port`, `ca_cert`,
+A lab manifest (docs/contract.md, `--manifest`) supplies `dns.host`/`dns.port`, `ca_cert`,
 `client.username`/`client.password` and the nodes of `sites[]`, used for whatever the command
 line leaves open.
 """
@@ -59,7 +59,7 @@ class LookupOptions:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """What `cas lookup` takes from a lab manifest (DESIGN.md §3.4)."""
+    """What `cas lookup` takes from a lab manifest (docs/contract.md)."""
 
     dns: tuple[str, int] | None = None
     ca_cert: str | None = None

@@ -1,199 +1,212 @@
-"""Node settings: each declared once with its type, default and one line of help.
+"""Node settings: each declared once, as a typed field with its kind, default and one line of help.
 
 Values come, lowest to highest precedence, from the defaults here, the sitemap's `settings:`
-mapping, `CAS_<NAME>` environment variables, and the command line. A wrong value is reported
-with where it came from (file and key, or variable name). `cas serve --print-config` prints the
-table with each value's source.
+mapping, `CAS_<NAME>` environment variables, and `--set NAME=VALUE` on the command line. A
+wrong value is reported with where it came from (file and key, variable, or option), what was
+given and what the setting allows. `cas serve --print-config` prints the table with each
+value's source (`format_table`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    name: str
-    convert: Callable[[Any], Any]
-    default: Any
-    help: str
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a whole number, got a boolean")
-    number = int(value)
-    if number <= 0:
-        raise ValueError(f"must be positive, got {number}")
-    return number
-
-
-def _positive_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    number = float(value)
-    if number <= 0:
-        raise ValueError(f"must be positive, got {number}")
-    return number
-
-
-def _non_negative_float(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    number = float(value)
-    if number < 0:
-        raise ValueError(f"must not be negative, got {number}")
-    return number
-
-
-def _path_or_empty(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError(f"expected a file path (or empty), got {value!r}")
-    return value.strip()
-
-
-def _log_level(value: Any) -> str:
-    level = str(value).lower()
-    if level not in {"debug", "info", "warning", "error"}:
-        raise ValueError(f"must be one of debug, info, warning, error; got {value!r}")
-    return level
-
-
-OPTIONS: tuple[Option, ...] = (
-    Option("max_mailboxes", _positive_int, 100, "Most mailboxes one request may name."),
-    Option("window_max_days", _positive_int, 62, "Longest time window, in whole days."),
-    Option("max_body_bytes", _positive_int, 512 * 1024, "Largest request body accepted."),
-    Option(
-        "request_timeout_seconds",
-        _positive_float,
-        10.0,
-        "Time budget of one request; mailboxes not answered by then get an error.",
-    ),
-    Option(
-        "backend_concurrency",
-        _positive_int,
-        32,
-        "Most backend calls one request runs at once (each backend has its own pool too).",
-    ),
-    Option(
-        "reload_check_seconds",
-        _positive_float,
-        2.0,
-        "How often the sitemap file is checked for changes (SIGHUP reloads at once).",
-    ),
-    Option(
-        "cluster_secret_file",
-        _path_or_empty,
-        "",
-        "File with the cluster secret(s) nodes sign forwarded requests with; empty: no forwarding.",
-    ),
-    Option(
-        "peer_ca_file",
-        _path_or_empty,
-        "",
-        "CA bundle that other nodes' certificates are verified against; empty: the system's.",
-    ),
-    Option("hop_limit", _positive_int, 1, "How many node-to-node hops a request may take."),
-    Option(
-        "forward_attempts",
-        _positive_int,
-        3,
-        "Tries per node for transient errors (transport, 503, ErrorServerBusy) before failover.",
-    ),
-    Option(
-        "max_peer_response_bytes",
-        _positive_int,
-        16 * 1024 * 1024,
-        "Largest answer read from another node; a larger one counts as that node failing.",
-    ),
-    Option(
-        "cache_refresh_seconds",
-        _positive_float,
-        900.0,
-        "Cached data younger than this is served without asking the backend (refresh interval).",
-    ),
-    Option(
-        "cache_query_window_seconds",
-        _positive_float,
-        2.0,
-        "How long to wait for a backend before serving stale cached data instead.",
-    ),
-    Option(
-        "cache_max_stale_seconds",
-        _positive_float,
-        86400.0,
-        "Oldest cached data that may still be served (marked stale) when a backend is slow or down.",
-    ),
-    Option(
-        "cache_negative_seconds",
-        _positive_float,
-        60.0,
-        "How long a calendar the backend says does not exist is remembered as missing.",
-    ),
-    Option(
-        "cache_local_seconds",
-        _non_negative_float,
-        1.0,
-        "How long a node keeps its own copy of cached pieces in front of Redis; 0 disables.",
-    ),
-    Option(
-        "remote_cache_seconds",
-        _non_negative_float,
-        60.0,
-        "How long the entry node keeps other sites' answers; 0 disables.",
-    ),
-    Option(
-        "redis_timeout_seconds",
-        _positive_float,
-        0.25,
-        "Bound on every Redis call; past it the cache counts as unavailable.",
-    ),
-    Option(
-        "admin_token_file",
-        _path_or_empty,
-        "",
-        "File with the bearer token of the admin API (cache invalidation); empty: no admin API.",
-    ),
-    Option(
-        "shutdown_drain_seconds",
-        _non_negative_float,
-        5.0,
-        "After SIGTERM, how long the node keeps serving while /readyz says it is leaving.",
-    ),
-    Option(
-        "shutdown_grace_seconds",
-        _positive_float,
-        30.0,
-        "Then, how long requests in flight may take to finish before the node exits.",
-    ),
-    Option("log_level", _log_level, "info", "Logging threshold."),
-)
-OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
 
 
 class SettingsError(Exception):
     """A setting has a wrong name or value; the message says where it came from."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    values: Mapping[str, Any]
-    sources: Mapping[str, str] = field(default_factory=dict)
+@dataclass(frozen=True, slots=True)
+class Kind:
+    """How a setting's raw value (YAML, environment text) becomes its typed value."""
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    allowed: str  # in words, for messages: "a whole number of at least 1"
+    convert: Callable[[Any], Any]
+
+
+def _number(value: Any, cast: Callable[[Any], Any], noun: str) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not {noun}")
+    try:
+        return cast(value.strip() if isinstance(value, str) else value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not {noun}") from None
+
+
+def _at_least(cast: Callable[[Any], Any], noun: str, low: float, strict: bool) -> Kind:
+    bound = f"more than {low:g}" if strict else f"at least {low:g}"
+
+    def convert(value: Any) -> Any:
+        number = _number(value, cast, noun)
+        if number < low or (strict and number == low):
+            raise ValueError(f"{number!r} is too small")
+        return number
+
+    return Kind(f"{noun} {bound}", convert)
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a file path")
+    return value.strip()
+
+
+def _choice(*choices: str) -> Kind:
+    def convert(value: Any) -> str:
+        text = str(value).strip().lower()
+        if text not in choices:
+            raise ValueError(f"{value!r} is not one of them")
+        return text
+
+    return Kind(f"one of {', '.join(choices)}", convert)
+
+
+POSITIVE_INT = _at_least(int, "a whole number", 1, strict=False)
+POSITIVE_SECONDS = _at_least(float, "a number of seconds", 0, strict=True)
+SECONDS = _at_least(float, "a number of seconds", 0, strict=False)
+PATH = Kind("a file path, or empty", _path)
+LOG_LEVEL = _choice("debug", "info", "warning", "error")
+
+
+def setting(default: Any, kind: Kind, help: str) -> Any:
+    """A settings field: its default, its kind and its one line of help, declared together."""
+    return field(default=default, metadata={"kind": kind, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    max_mailboxes: int = setting(100, POSITIVE_INT, "Most mailboxes one request may name.")
+    window_max_days: int = setting(62, POSITIVE_INT, "Longest time window, in whole days.")
+    max_body_bytes: int = setting(512 * 1024, POSITIVE_INT, "Largest request body accepted.")
+    request_timeout_seconds: float = setting(
+        10.0,
+        POSITIVE_SECONDS,
+        "Time budget of one request; mailboxes not answered by then get an error.",
+    )
+    backend_concurrency: int = setting(
+        32,
+        POSITIVE_INT,
+        "Most backend calls one request runs at once (each backend has its own pool too).",
+    )
+    reload_check_seconds: float = setting(
+        2.0,
+        POSITIVE_SECONDS,
+        "How often the sitemap file is checked for changes (SIGHUP reloads at once).",
+    )
+    cluster_secret_file: str = setting(
+        "",
+        PATH,
+        "File with the cluster secret(s) nodes sign forwarded requests with; empty: no forwarding.",
+    )
+    peer_ca_file: str = setting(
+        "",
+        PATH,
+        "CA bundle that other nodes' certificates are verified against; empty: the system's.",
+    )
+    hop_limit: int = setting(1, POSITIVE_INT, "How many node-to-node hops a request may take.")
+    forward_attempts: int = setting(
+        3,
+        POSITIVE_INT,
+        "Tries per node for transient errors (transport, 503, ErrorServerBusy) before failover.",
+    )
+    max_peer_response_bytes: int = setting(
+        16 * 1024 * 1024,
+        POSITIVE_INT,
+        "Largest answer read from another node; a larger one counts as that node failing.",
+    )
+    cache_refresh_seconds: float = setting(
+        900.0,
+        POSITIVE_SECONDS,
+        "Cached data younger than this is served without asking the backend (refresh interval).",
+    )
+    cache_query_window_seconds: float = setting(
+        2.0,
+        POSITIVE_SECONDS,
+        "How long to wait for a backend before serving stale cached data instead.",
+    )
+    cache_max_stale_seconds: float = setting(
+        86400.0,
+        POSITIVE_SECONDS,
+        "Oldest cached data that may still be served (marked stale) when a backend is slow or down.",
+    )
+    cache_negative_seconds: float = setting(
+        60.0,
+        POSITIVE_SECONDS,
+        "How long a calendar the backend says does not exist is remembered as missing.",
+    )
+    cache_local_seconds: float = setting(
+        1.0,
+        SECONDS,
+        "How long a node keeps its own copy of cached pieces in front of Redis; 0 disables.",
+    )
+    remote_cache_seconds: float = setting(
+        60.0, SECONDS, "How long the entry node keeps other sites' answers; 0 disables."
+    )
+    redis_timeout_seconds: float = setting(
+        0.25,
+        POSITIVE_SECONDS,
+        "Bound on every Redis call; past it the cache counts as unavailable.",
+    )
+    admin_token_file: str = setting(
+        "",
+        PATH,
+        "File with the bearer token of the admin API (cache invalidation); empty: no admin API.",
+    )
+    shutdown_drain_seconds: float = setting(
+        5.0,
+        SECONDS,
+        "After SIGTERM, how long the node keeps serving while /readyz says it is leaving.",
+    )
+    shutdown_grace_seconds: float = setting(
+        30.0,
+        POSITIVE_SECONDS,
+        "Then, how long requests in flight may take to finish before the node exits.",
+    )
+    log_level: str = setting("info", LOG_LEVEL, "Logging threshold.")
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def table(self) -> list[tuple[str, Any, str, str]]:
+        """(name, value, source, help) per setting, in declaration order."""
         return [
-            (o.name, self.values[o.name], self.sources.get(o.name, "default"), o.help)
+            (o.name, getattr(self, o.name), self.sources.get(o.name, "default"), o.help)
             for o in OPTIONS
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    name: str
+    kind: Kind
+    default: Any
+    help: str
+
+    def convert(self, raw: Any) -> Any:
+        return self.kind.convert(raw)
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(f.name, f.metadata["kind"], f.default, f.metadata["help"])
+    for f in fields(Settings)
+    if "kind" in f.metadata
+)
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def unknown_setting(where: str) -> SettingsError:
+    return SettingsError(f"{where}: unknown setting (known: {', '.join(OPTIONS_BY_NAME)})")
+
+
+def _convert(option: Option, raw: Any, where: str) -> Any:
+    try:
+        return option.convert(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{where}: {exc}; {option.name} takes {option.kind.allowed} "
+            f"(default {option.default!r})"
+        ) from None
 
 
 def load_settings(
@@ -203,33 +216,38 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, object] | None = None,
 ) -> Settings:
-    """Merge defaults, the sitemap's `settings:`, `CAS_*` variables and explicit overrides."""
+    """Merge defaults, the sitemap's `settings:`, `CAS_*` variables and `--set` overrides."""
     environ = os.environ if environ is None else environ
-    values = {o.name: o.default for o in OPTIONS}
-    sources: dict[str, str] = {}
-    layers: list[tuple[str, Mapping[str, object]]] = []
-    if file_values:
-        unknown = sorted(set(file_values) - set(OPTIONS_BY_NAME))
-        if unknown:
-            known = ", ".join(OPTIONS_BY_NAME)
-            raise SettingsError(
-                f"{file_source}: settings.{unknown[0]}: unknown setting (known: {known})"
-            )
-        layers.append((f"{file_source}: settings", file_values))
-    env_layer = {
+    layers: list[tuple[Callable[[str], str], Mapping[str, object]]] = []
+    for name in file_values or {}:
+        if name not in OPTIONS_BY_NAME:
+            raise unknown_setting(f"{file_source}: settings.{name}")
+    for name in overrides or {}:
+        if name not in OPTIONS_BY_NAME:
+            raise unknown_setting(f"--set {name}")
+    layers.append((lambda name: f"{file_source}: settings.{name}", file_values or {}))
+    env = {
         o.name: environ[f"CAS_{o.name.upper()}"]
         for o in OPTIONS
         if f"CAS_{o.name.upper()}" in environ
     }
-    layers.append(("environment", env_layer))
-    layers.append(("command line", overrides or {}))
-    for origin, layer in layers:
+    layers.append((lambda name: f"CAS_{name.upper()}", env))
+    layers.append((lambda name: f"--set {name}", overrides or {}))
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for where, layer in layers:
         for name, raw in layer.items():
-            option = OPTIONS_BY_NAME[name]
-            where = f"CAS_{name.upper()}" if origin == "environment" else f"{origin}.{name}"
-            try:
-                values[name] = option.convert(raw)
-            except (TypeError, ValueError) as exc:
-                raise SettingsError(f"{where}: {exc}") from None
-            sources[name] = where
-    return Settings(values, sources)
+            values[name] = _convert(OPTIONS_BY_NAME[name], raw, f"{where(name)}={raw}")
+            sources[name] = where(name)
+    return replace(Settings(), **values, sources=sources)
+
+
+def format_table(settings: Settings) -> str:
+    """The settings as aligned text columns with a header: what `--print-config` prints."""
+    rows = [("SETTING", "VALUE", "SOURCE", "HELP")]
+    rows += [(n, str(v) if v != "" else "(empty)", s, h) for n, v, s, h in settings.table()]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths)) + "  " + row[3]
+        for row in rows
+    )

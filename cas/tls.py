@@ -1,6 +1,6 @@
 """TLS material for labs: a private cluster CA and node certificates signed by it.
 
-Production deployments bring their own certificates (DESIGN.md, helm/); the lab makes a fresh
+Production deployments bring their own certificates (docs/deploy-kubernetes.md, helm/); the lab makes a fresh
 CA so that every hop is verified HTTPS on loopback. Keys are written with mode 0600.
 """
 

@@ -15,7 +15,7 @@ from sitemap.model import Mailbox
 
 __all__ = ["Candidate", "choose_node", "replica_key", "replica_order", "stable_hash"]
 
-# Theory of operation (DESIGN.md §2, after Outlook's choice of a public-folder replica)
+# Theory of operation (docs/protocols.md §7, after Outlook's choice of a public-folder replica)
 # ------------------------------------------------------------------------------------------
 # Every node that forwards for a mailbox should pick the same node of the target site, so that
 # node's caches stay warm for that mailbox; when that node fails, the load of its mailboxes

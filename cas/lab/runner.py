@@ -2,13 +2,17 @@
 
 It makes a cluster CA and node certificates, starts one Radicale per site and seeds it with
 realistic calendars, writes a sitemap for it, starts the nodes (`cas serve` subprocesses) over
-HTTPS, waits until every part answers, writes the manifest (DESIGN.md §3.4) and runs until
-Ctrl-C, SIGTERM or `--duration`. It stops everything it started, by PID.
+HTTPS, waits until every part answers, writes the manifest (docs/lab.md: `lab.json` in the
+current directory unless `--manifest` says otherwise), prints where everything is and commands
+to paste (`cas.lab.summary`), and runs until Ctrl-C, SIGTERM or `--duration`, printing a line
+for each failure a node logs (`cas.lab.watch`). It stops everything it started, by PID, all
+parts at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime
 import json
 import os
@@ -20,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -38,7 +43,9 @@ from cas.lab.seed import (
     generate_mailboxes,
     merge_calendars,
 )
+from cas.lab.summary import print_summary
 from cas.lab.topology import DOMAIN, LabTopology, lab_topology
+from cas.lab.watch import Followed, LogWatcher
 from cas.legacy.process import LegacyServer, LegacyServerError
 from cas.tls import CertPair, issue_cert, make_ca
 from sitemap.dnsserver import DnsResponder
@@ -48,6 +55,8 @@ LEGACY_PER_SITE = 3
 SEED_DAYS_BACK = 7
 SEED_DAYS = 42
 START_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0  # for all nodes together, after SIGTERM; then SIGKILL
+DEFAULT_MANIFEST = "lab.json"
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,7 @@ class LabSite:
 
 @dataclass(frozen=True)
 class NodeProcess:
+    name: str  # "cas-eu-1", as the topology (and compose.yaml) names it
     url: str
     process: subprocess.Popen[bytes]
     log: Path
@@ -115,6 +125,8 @@ class Lab:
             raise LabError(str(exc)) from None
         self.options = options
         self._temporary = options.state_dir is None
+        self._wrote_manifest = False
+        self.manifest_path = Path(options.manifest or DEFAULT_MANIFEST).resolve()
         self.root = Path(options.state_dir or tempfile.mkdtemp(prefix="cas-lab-")).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.sites: list[LabSite] = []
@@ -129,6 +141,11 @@ class Lab:
             "admin-token": secrets.token_urlsafe(24),  # the admin API (cache invalidation)
         }
         self.client_user = "scheduler"
+
+    @property
+    def temporary(self) -> bool:
+        """The state folder is a temporary one, removed when the lab stops."""
+        return self._temporary
 
     # --- start ----------------------------------------------------------------------------
 
@@ -187,12 +204,12 @@ class Lab:
                 self._start_node(site.name, index, port)
         self._wait_for_nodes()
         manifest = self.manifest()
-        if self.options.manifest:
-            path = Path(self.options.manifest)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(path.suffix + ".tmp")
-            tmp.write_text(json.dumps(manifest, indent=2))
-            tmp.replace(path)  # appears whole, once everything answers
+        path = self.manifest_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(path)  # appears whole, once everything answers
+        self._wrote_manifest = True
         return manifest
 
     async def _seed_all(self) -> None:
@@ -343,7 +360,8 @@ class Lab:
         return document
 
     def _start_node(self, site: str, index: int, port: int) -> None:
-        log_path = self.root / "logs" / f"node-{site}-{index}.log"
+        name = self.topology.site(site).nodes[index].name
+        log_path = self.root / "logs" / f"{name}.log"
         log_path.parent.mkdir(exist_ok=True)
         command = [
             sys.executable, "-m", "cas", "serve",
@@ -353,7 +371,7 @@ class Lab:
         ]  # fmt: skip
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self.nodes.append(NodeProcess(f"https://127.0.0.1:{port}", process, log_path))
+        self.nodes.append(NodeProcess(name, f"https://127.0.0.1:{port}", process, log_path))
 
     def _wait_for_nodes(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -435,62 +453,34 @@ class Lab:
     # --- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Stop every part at once: nodes first (SIGTERM, one shared deadline, then SIGKILL)."""
         for node in self.nodes:
             if node.process.poll() is None:
                 node.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
         for node in self.nodes:
             try:
-                node.process.wait(timeout=10)
+                node.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 node.process.kill()
                 node.process.wait()
+        parts: list[Callable[[], None]] = []
         for site in self.sites:
             if site.backend_proxy is not None:
-                site.backend_proxy.stop()
-            site.radicale.stop()
+                parts.append(site.backend_proxy.stop)
+            parts.append(site.radicale.stop)
             if site.redis is not None:
-                site.redis.stop()
+                parts.append(site.redis.stop)
         if self.legacy is not None:
-            self.legacy.stop()
-        self.dns.stop()
+            parts.append(self.legacy.stop)
+        parts.append(self.dns.stop)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(parts)) as pool:
+            for future in [pool.submit(part) for part in parts]:
+                future.result()
+        if self._wrote_manifest and self.options.manifest is None:
+            self.manifest_path.unlink(missing_ok=True)  # it describes a lab that is gone
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def _print_summary(manifest: dict[str, object], root: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    table = Table(title=f"cas lab — {manifest['domain']} (state in {root})")
-    table.add_column("site")
-    table.add_column("nodes (EWS at /EWS/Exchange.asmx)")
-    table.add_column("CalDAV / legacy / Redis")
-    table.add_column("mailboxes (legacy)", justify="right")
-    mailboxes = manifest["mailboxes"]
-    assert isinstance(mailboxes, list)
-    for site in manifest["sites"]:  # type: ignore[attr-defined]
-        count = sum(1 for m in mailboxes if m["site"] == site["name"])
-        old = sum(1 for m in mailboxes if m["site"] == site["name"] and m["kind"] == "legacy")
-        parts = [
-            site["caldav"]["url"],
-            (site["legacy"] or {}).get("url") or "-",
-            site["redis"] or "in-process cache",
-        ]
-        table.add_row(site["name"], "\n".join(site["nodes"]), "\n".join(parts), f"{count} ({old})")
-    console.print(table)
-    client = manifest["client"]
-    assert isinstance(client, dict)
-    dns = manifest["dns"]
-    assert isinstance(dns, dict)
-    console.print(
-        f"DNS (SRV, A):   {dns['host']}:{dns['port']}  "
-        f"e.g. dig @{dns['host']} -p {dns['port']} _autodiscover._tcp.{manifest['domain']} SRV"
-    )
-    console.print(f"CA certificate: {manifest['ca_cert']}")
-    console.print(f"client login:   {client['username']} / {client['password']}")
-    console.print(f"e.g. mailbox:   {mailboxes[0]['address']}")
-    console.print("Ctrl-C stops the lab.")
 
 
 def run_lab(options: LabOptions) -> int:
@@ -500,24 +490,27 @@ def run_lab(options: LabOptions) -> int:
     def on_signal(signum: int, frame: object) -> None:
         stop["now"] = True
 
+    def say(line: str) -> None:
+        print(line, flush=True)
+
     previous = signal.signal(signal.SIGTERM, on_signal)
+    watcher: LogWatcher | None = None
     try:
         try:
             manifest = lab.start()
         except (LabError, RadicaleError, RedisProcessError, LegacyServerError, OSError) as exc:
             print(f"cas lab: {exc}", file=sys.stderr)
             return 1
-        _print_summary(manifest, lab.root)
-        if options.manifest:
-            print(f"manifest: {Path(options.manifest).resolve()}")
-        sys.stdout.flush()
+        watcher = LogWatcher([Followed(n.name, n.log) for n in lab.nodes], say)
+        print_summary(manifest, lab.manifest_path, lab.root, state_kept=not lab.temporary)
+        watcher.start()
         deadline = None if options.duration is None else time.monotonic() + options.duration
         while not stop["now"] and (deadline is None or time.monotonic() < deadline):
             for node in lab.nodes:
                 if node.process.poll() is not None:
                     print(
-                        f"cas lab: node {node.url} exited (status {node.process.returncode}); "
-                        f"see {node.log}",
+                        f"cas lab: node {node.name} ({node.url}) exited "
+                        f"(status {node.process.returncode}); see {node.log}",
                         file=sys.stderr,
                     )
                     return 1
@@ -527,4 +520,7 @@ def run_lab(options: LabOptions) -> int:
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if watcher is not None:
+            watcher.stop()
+        say("cas lab: stopping every part")
         lab.stop()

@@ -1,6 +1,6 @@
 """The old server's public-folder free/busy store: one message per user, persisted as JSON files.
 
-This module owns what the legacy emulator keeps (DESIGN.md §2, protocols.md §5): per user, one
+This module owns what the legacy emulator keeps (docs/protocols.md §5): per user, one
 `FreeBusyMessage` in the folder of the user's administrative group, subject
 `USER-/CN=RECIPIENTS/CN=<ALIAS>`, with busy, tentative and OOF time as MS-OXOPFFB month blocks
 (`cas.legacy.months`) and the published range in minutes since 1601. `merged_digits` turns a

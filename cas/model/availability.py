@@ -1,7 +1,7 @@
 """An availability question and its checks, independent of the wire format that carried it.
 
 Codecs turn EWS, JSON or legacy requests into `AvailabilityRequest`; `check_limits` applies the
-contract's limits (DESIGN.md §3.2) and raises the matching request fault.
+contract's limits (docs/contract.md) and raises the matching request fault.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ VIEW_CONTENTS: dict[FreeBusyView, tuple[bool, bool, bool]] = {
 
 
 def view_for(requested: FreeBusyView, data: MailboxData) -> FreeBusyView:
-    """The view actually returned for a mailbox (reference/protocols.md §1.5).
+    """The view actually returned for a mailbox (docs/protocols.md §1).
 
     A source that only has merged data (legacy public folders) answers every view with
     MergedOnly.

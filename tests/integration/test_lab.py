@@ -37,6 +37,7 @@ T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     manifest_path = tmp / "lab.json"
+    output = (tmp / "lab.out").open("wb")  # a file, not a pipe nobody reads: never blocks the lab
     process = subprocess.Popen(
         [
             sys.executable,
@@ -52,18 +53,22 @@ def lab(tmp_path_factory):
             "--duration",
             "240",
         ],
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
     )
+    output.close()
     deadline = time.monotonic() + 90
     while not manifest_path.exists():
         if process.poll() is not None:
-            pytest.fail(f"cas lab exited early:\n{process.stdout.read().decode()}")
+            pytest.fail(f"cas lab exited early:\n{(tmp / 'lab.out').read_text()}")
         if time.monotonic() > deadline:
             process.kill()
             pytest.fail("cas lab wrote no manifest within 90 s")
         time.sleep(0.2)
     manifest = json.loads(manifest_path.read_text())
+    while "Ctrl-C stops it." not in (tmp / "lab.out").read_text():
+        assert time.monotonic() < deadline and process.poll() is None, "no summary printed"
+        time.sleep(0.1)
     yield manifest, process
     if process.poll() is None:
         # SIGTERM lets the lab stop its parts; SIGKILL would leave them running
@@ -338,6 +343,71 @@ def test_cas_lookup_finds_every_site_through_the_lab_dns(lab, tmp_path) -> None:
         assert any(attendee["ews_url"].startswith(n) for n in nodes[site]), attendee
 
 
+def lab_output(manifest: dict) -> str:
+    return (Path(manifest["sitemap"]).parents[1] / "lab.out").read_text()
+
+
+def printed_commands(text: str) -> dict[str, str]:
+    """The commands the lab printed after "Try it", by their title line."""
+    tail = text.split("Try it (each command works as printed):", 1)[1]
+    tail = tail.split("\nThe lab prints one line per failure", 1)[0]
+    blocks = [b.strip() for b in tail.split("\n# ") if b.strip()]
+    return dict(tuple(block.split("\n", 1)) for block in blocks)  # type: ignore[misc]
+
+
+def test_the_summary_shows_whole_urls_when_piped(lab) -> None:
+    manifest, _ = lab
+    text = lab_output(manifest)
+    for site in manifest["sites"]:
+        for url in [*site["nodes"], site["caldav"]["url"], site["redis"]]:
+            assert url in text, f"{url} is not shown whole"
+    assert f"manifest:       {Path(manifest['sitemap']).parents[1] / 'lab.json'}" in text
+    assert f"logs:           {Path(manifest['sitemap']).parent / 'logs'} (kept on exit)" in text
+
+
+def test_the_printed_commands_work_when_pasted(lab) -> None:
+    manifest, _ = lab
+    commands = printed_commands(lab_output(manifest))
+    assert len(commands) == 4, commands.keys()
+    lookup_text = next(c for t, c in commands.items() if t.startswith("ask like a client"))
+    sites = {m["address"]: m["site"] for m in manifest["mailboxes"]}
+    asked = [word for word in lookup_text.split() if "@" in word]
+    assert len({sites[a] for a in asked}) == 2, "mailboxes of two sites"
+    for title, text in commands.items():
+        if title.startswith("check every part"):
+            continue  # the doctor has tests of its own
+        done = subprocess.run(
+            ["bash", "-c", text], capture_output=True, text=True, timeout=60, cwd="/"
+        )
+        assert done.returncode == 0, f"{title}: {done.stdout}\n{done.stderr}"
+        if title.startswith("the JSON API"):
+            answers = json.loads(done.stdout)["value"]
+            assert [a["scheduleId"] for a in answers] == asked
+            assert all("availabilityView" in a for a in answers), answers
+        if title.startswith("exchangelib"):
+            merged = [line.split()[0] for line in done.stdout.splitlines()]
+            assert len(merged) == 2 and all(len(m) == 24 and set(m) <= set("01234") for m in merged)
+        if title.startswith("ask like a client"):
+            assert all(a in done.stdout for a in asked)  # exit status 0: every one answered
+
+
+def test_a_failure_in_a_node_log_is_printed_by_the_lab(lab) -> None:
+    manifest, _ = lab
+    eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
+    r = httpx.post(
+        eu + "/EWS/Exchange.asmx",
+        content=b"<x/>",
+        headers={"X-CAS-Forwarded": "not-a-token"},
+        verify=ssl_context(manifest),
+        timeout=10,
+    )
+    assert r.status_code in (401, 403)
+    deadline = time.monotonic() + 10
+    while "[cas-eu-1] WARNING refused a forwarded request" not in lab_output(manifest):
+        assert time.monotonic() < deadline, lab_output(manifest)[-2000:]
+        time.sleep(0.1)
+
+
 def ssl_context(manifest: dict):
     import ssl
 
@@ -352,6 +422,7 @@ def test_ctrl_c_stops_every_part(lab) -> None:
     ports += [urlsplit(s["legacy"]["url"]).port for s in manifest["sites"] if s["legacy"]]
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=30) == 0
+    assert "cas lab: stopping every part" in lab_output(manifest)
     for port in ports:
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still answers"

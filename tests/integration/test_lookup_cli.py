@@ -257,6 +257,21 @@ def test_discovery_and_connection_failures_exit_2_with_a_message(
 
 
 @pytest.mark.usefixtures("password")
+def test_a_window_longer_than_the_server_allows_is_explained_not_called_unanswered(
+    node, tls, capsys
+) -> None:
+    argv = ["--url", node.url, *auth(tls), "--start", "2024-03-04", "--days", "100"]
+    code, out, err = lookup(capsys, "ann@contoso.test", *argv)
+    assert code == 2 and out == ""
+    assert "no EWS server answered" not in err
+    assert err.strip() == (
+        f"cas lookup: {node.url}/EWS/Exchange.asmx: the server refused the request: the window "
+        "asked for is 100 days and the server allows at most 62 days (ask for less with "
+        "--days, or --start and --end)"
+    )
+
+
+@pytest.mark.usefixtures("password")
 def test_a_server_certificate_from_another_ca_is_refused(node, tmp_path: Path, capsys) -> None:
     other = make_test_ca(tmp_path / "other")
     code, _, err = lookup(capsys, "ann@contoso.test", "--url", node.url, "--ca", str(other.ca_pem),

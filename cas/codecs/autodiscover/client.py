@@ -1,7 +1,7 @@
 """The client side of SOAP Autodiscover `GetUserSettings`: one address out, its answer back in.
 
 Pure functions over lxml, no I/O; used by `cas lookup`. The request has the shape exchangelib
-5.6.0 sends (reference/protocols.md §2.2) but asks only for the settings a free/busy client
+5.6.0 sends (docs/protocols.md §3.1) but asks only for the settings a free/busy client
 needs. The answer for the one user becomes `UserSettingsAnswer` (where its EWS lives),
 `Redirect` (ask again with another address) or `NotFound`; everything else raises.
 

@@ -1,6 +1,6 @@
 """JSON Autodiscover ("v2"): `GET /autodiscover/autodiscover.json/v1.0/{address}?Protocol=...`.
 
-This module owns the shape of that endpoint (reference/protocols.md §3.3): which `Protocol`
+This module owns the shape of that endpoint (docs/protocols.md §3.3): which `Protocol`
 values are served (`EWS`, `AutodiscoverV1`, matched case-insensitively, answered in their
 canonical spelling), and the status and JSON object for every outcome. It returns
 `(status, dict)`; the endpoint serialises the dict as `application/json`.

@@ -1,7 +1,7 @@
 """The neutral Autodiscover answer: what the server decides about one address, before any codec.
 
 The service looks an address up in the directory and returns one `Answer`; the SOAP, POX and
-JSON codecs each render it in their own shape (reference/protocols.md §2.2, §3.2, §3.3). The
+JSON codecs each render it in their own shape (docs/protocols.md §3.1–3.3). The
 values validate themselves, so a codec never has to guess what a half-filled answer means.
 """
 

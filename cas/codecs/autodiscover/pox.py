@@ -1,6 +1,6 @@
 """POX Autodiscover (MS-OXDSCLI): the Outlook 2006 request in, the 2006a response out.
 
-This module owns `/autodiscover/autodiscover.xml` (reference/protocols.md §3.1, §3.2). A
+This module owns `/autodiscover/autodiscover.xml` (docs/protocols.md §3.2). A
 request names a mailbox by `EMailAddress` or `LegacyDN` and asks for the Outlook response schema
 (`.../outlook/responseschema/2006a`); the answer gives the EWS URL of a node in the mailbox's own
 site as `ASUrl` (availability), `EwsUrl` and `OOFUrl`, for the `EXCH` (inside) and `EXPR`

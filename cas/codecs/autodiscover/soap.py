@@ -1,7 +1,7 @@
 """SOAP Autodiscover (MS-OXWSADISC) `GetUserSettings`: request bytes in, response bytes out.
 
 This module owns the `/autodiscover/autodiscover.svc` wire format as exchangelib 5.6.0 speaks it
-(reference/protocols.md §2.2): the request is read with the hardened parser, the answer lists one
+(docs/protocols.md §3.1): the request is read with the hardened parser, the answer lists one
 `UserResponse` per requested mailbox, in request order, and carries **only** the setting names
 the client asked for (exchangelib raises `KeyError` on any other name). Settings this server
 cannot answer are reported per setting as `SettingIsNotAvailable`, which exchangelib ignores.

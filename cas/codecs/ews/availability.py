@@ -1,7 +1,7 @@
 """The EWS GetUserAvailability operation: request → `AvailabilityRequest`, results → response.
 
-This module owns the wire shape of free/busy questions and answers (reference/protocols.md
-§1.2–1.6, §1.11): how window times are read (naive = wall time in the request's `TimeZone`,
+This module owns the wire shape of free/busy questions and answers (docs/protocols.md
+§1, §6): how window times are read (naive = wall time in the request's `TimeZone`,
 `Z` or an offset = that instant), which elements each returned view carries, event times written
 as naive wall times in the requester's zone, and per-mailbox errors that stay per mailbox. It
 checks types, not limits (`cas.model.availability.check_limits` does that).

@@ -1,9 +1,9 @@
 """The client side of EWS GetUserAvailability: an `AvailabilityRequest` out, results back in.
 
 Pure functions over lxml and the model, no I/O; used by `cas lookup` and by node-to-node
-forwarding. The request is written the way exchangelib 5.6.0 writes it (reference/protocols.md
-§1.2), except that the window is sent as UTC `Z` instants, so nothing depends on how the server
-reads the `TimeZone`. The answer (§1.4, §1.8) becomes one `MailboxData | MailboxError` per
+forwarding. The request is written the way exchangelib 5.6.0 writes it (docs/protocols.md
+§1), except that the window is sent as UTC `Z` instants, so nothing depends on how the server
+reads the `TimeZone`. The answer becomes one `MailboxData | MailboxError` per
 `FreeBusyResponse`, in order; naive event times are wall times in the request's zone.
 
 Errors, as a tree::

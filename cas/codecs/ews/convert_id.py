@@ -3,7 +3,7 @@
 This server stores no items, so every id is answered with a schema-valid per-item
 `ErrorInvalidIdMalformed` (which exchangelib returns in-band instead of raising). What matters is
 the envelope: its `ServerVersionInfo` header tells the client the server version
-(reference/protocols.md §2.1, row 1).
+(docs/protocols.md §2).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 This module owns the namespaces, the `SoapRequest` value (which operation, which server version,
 which time-zone context), the `ServerVersionInfo` header every answer carries (exchangelib learns
-the server version from it) and the SOAP fault shape exchangelib parses (reference/protocols.md
-§1.4, §1.8). The per-operation codecs build on its small element helpers.
+the server version from it) and the SOAP fault shape exchangelib parses (docs/protocols.md
+§1). The per-operation codecs build on its small element helpers.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 NSMAP = {"s": SOAP_NS, "m": MESSAGES_NS, "t": TYPES_NS}
 
-# What this server claims to be (protocols.md §2.1: build >= 14.0, a Version exchangelib knows).
+# What this server claims to be (docs/protocols.md §2: build >= 14.0, a Version exchangelib knows).
 SERVER_VERSION_INFO = (
     ("MajorVersion", "15"),
     ("MinorVersion", "1"),

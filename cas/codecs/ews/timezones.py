@@ -4,7 +4,7 @@ This module owns reading a request's `t:TimeZone` into a `RuleTimeZone`, writing
 rules for one year as a `SerializableTimeZone` (WorkingHours), the Windows ↔ IANA id mapping
 (from `tzlocal.windows_tz`, a dependency) and the GetServerTimeZones operation, whose answer
 exchangelib turns into the `TimeZone` of its next GetUserAvailability request
-(reference/protocols.md §1.11–1.12).
+(docs/protocols.md §6).
 
 GetServerTimeZones answers one `TimeZoneDefinition` per Windows id with one transition group per
 run of years that share rules (`tzdb.rule_groups`), from `year - YEARS_BACK` to
@@ -95,7 +95,7 @@ def _parse_transition(elem: etree._Element) -> TransitionRule | None:
     if month == 0:
         return None
     day_order = _int(elem, "DayOrder")
-    if day_order == -1:  # some servers write -1 for "last" (§1.11)
+    if day_order == -1:  # some servers write -1 for "last" (docs/protocols.md §6)
         day_order = LAST
     time_text = text_of(elem, "Time") or ""
     match = _TIME.match(time_text)

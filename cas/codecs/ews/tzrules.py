@@ -1,6 +1,6 @@
 """Windows-style yearly time-zone rules and a `tzinfo` that follows them.
 
-This module owns the meaning of an EWS `SerializableTimeZone` (reference/protocols.md §1.11):
+This module owns the meaning of an EWS `SerializableTimeZone` (docs/protocols.md §6):
 a base `Bias` (UTC = local + Bias, in minutes) plus a `StandardTime` and a `DaylightTime` rule,
 each saying on which weekday of which month, at what wall-clock time, the period starts and
 which extra bias it adds. `RuleTimeZone` turns such rules into an exact `datetime.tzinfo`.
@@ -90,7 +90,7 @@ def rule_on(moment: datetime, bias: int = 0) -> TransitionRule:
     )
 
 
-# What exchangelib sends for a zone without DST (both biases 0, so "no DST"; §1.11).
+# What exchangelib sends for a zone without DST (both biases 0, so "no DST"; docs/protocols.md §6).
 NO_DST_STANDARD = TransitionRule(0, timedelta(0), 1, 1, WEEKDAYS.index("Monday"))
 NO_DST_DAYLIGHT = TransitionRule(0, timedelta(0), LAST, 12, WEEKDAYS.index("Sunday"))
 

@@ -1,6 +1,6 @@
 """The legacy OWA free/busy codec: `/public/?cmd=freebusy` queries and `WM` XML answers.
 
-Pure functions, no I/O (protocols.md §4). The server side reads a query the way old servers did
+Pure functions, no I/O (docs/protocols.md §4). The server side reads a query the way old servers did
 (`parse_freebusy_query`) and writes the answer (`render_freebusy_response`); the client side
 writes a query (`freebusy_query_params`), reads an answer strictly (`parse_freebusy_response`)
 and turns one user's digits into `MailboxData` (`fbdata_to_mailbox_data`).

@@ -1,4 +1,4 @@
-"""The contract's request limits (DESIGN.md §3.2) and the view table."""
+"""The contract's request limits (docs/contract.md) and the view table."""
 
 from __future__ import annotations
 

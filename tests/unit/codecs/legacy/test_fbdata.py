@@ -1,6 +1,6 @@
 """The legacy `/public/?cmd=freebusy` codec (cas.codecs.legacy.fbdata), table-driven.
 
-Queries are written the way DavMail, Zimbra and the Ximian connector send them (protocols.md §4.1).
+Queries are written the way DavMail, Zimbra and the Ximian connector send them (docs/protocols.md §4.1).
 """
 
 from __future__ import annotations
