@@ -26,6 +26,7 @@ from exchangelib.transport import BASIC
 from lxml import etree
 
 from tests.support.ews_schema import validate_ews_body
+from tests.support.processes import ProcessGroup
 from tests.unit.test_ews_endpoint import availability
 
 UTC = dt.UTC
@@ -37,42 +38,28 @@ T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     manifest_path = tmp / "lab.json"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cas",
-            "lab",
-            "--mailboxes-per-site",
-            "6",
-            "--manifest",
-            str(manifest_path),
-            "--state-dir",
-            str(tmp / "state"),
-            "--duration",
-            "240",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 90
-    while not manifest_path.exists():
-        if process.poll() is not None:
-            pytest.fail(f"cas lab exited early:\n{process.stdout.read().decode()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("cas lab wrote no manifest within 90 s")
-        time.sleep(0.2)
-    manifest = json.loads(manifest_path.read_text())
-    yield manifest, process
-    if process.poll() is None:
-        # SIGTERM lets the lab stop its parts; SIGKILL would leave them running
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    log = tmp / "lab.log"
+    group = ProcessGroup()
+    try:
+        process = group.spawn(
+            [
+                sys.executable, "-m", "cas", "lab", "--mailboxes-per-site", "6",
+                "--manifest", str(manifest_path), "--state-dir", str(tmp / "state"),
+                "--duration", "240",
+            ],
+            log=log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while not manifest_path.exists():
+            if process.poll() is not None:
+                pytest.fail(f"cas lab exited early:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"cas lab wrote no manifest within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield json.loads(manifest_path.read_text()), process
+    finally:
+        # SIGTERM lets the lab stop its parts; SIGKILL, only if it hangs, would leave them running
+        group.stop(grace=60)
 
 
 def node_of(manifest: dict, address: str) -> str:
