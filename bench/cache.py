@@ -9,6 +9,9 @@
    asked of one node of the first site) and over 100 local mailboxes. Target: the 3-site p99
    within 1.3x of the local p99.
 
+Needs the load tool wrk and redis-server besides the project: `bash bench/setup` installs them;
+without them the bench says so and exits with status 2.
+
 Labs run with a redis-server per site; "warm" means the same lookup was answered once before,
 so every mailbox is in the site's cache (and the entry node keeps other sites' answers).
 Bounded: wrk runs for --seconds; latency loops stop after --rounds requests or 120 s.
@@ -20,7 +23,6 @@ import argparse
 import base64
 import datetime as dt
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,11 +36,11 @@ from common import (
     measure,
     median,
     request_body,
+    require,
     running_lab,
+    stop,
     today_utc,
 )
-
-from cas.lab.process import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,6 +78,8 @@ def wrk(
 
 
 def throughput(args: argparse.Namespace) -> tuple[float, float]:
+    from cas.lab.process import free_port
+
     with (
         running_lab(
             "--sites", "1", "--nodes-per-site", "1", "--mailboxes-per-site", "4"
@@ -112,6 +116,8 @@ def throughput(args: argparse.Namespace) -> tuple[float, float]:
             with client_for(manifest) as client:
                 deadline = time.monotonic() + 30
                 while True:
+                    if server.poll() is not None:
+                        raise SystemExit(f"bench server exited with status {server.returncode}")
                     try:
                         if client.get(base + "/readyz").status_code == 200:
                             break
@@ -132,8 +138,7 @@ def throughput(args: argparse.Namespace) -> tuple[float, float]:
             bare = wrk(base + "/bare", body, auth, args.seconds, args.connections, tmp)
             return ews, bare
         finally:
-            server.terminate()
-            server.wait(timeout=30)
+            stop(server)
 
 
 def fill_caches(client, url: str, body: bytes, attempts: int = 5) -> None:  # type: ignore[no-untyped-def]
@@ -168,8 +173,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
-    if shutil.which("wrk") is None:
-        raise SystemExit("bench/cache.py needs wrk (Debian package wrk)")
+    require(commands=("wrk",), redis_server=True)
 
     from rich.console import Console
     from rich.table import Table

@@ -1,4 +1,10 @@
-"""What the benchmarks share: a lab started as a subprocess, EWS request bodies, timing.
+"""What the benchmarks share: their requirements, a lab started as a subprocess, EWS request
+bodies, timing.
+
+Every bench calls `require` first: when something it needs is missing (the project in this
+Python, redis-server, a load tool), it says what and how to install it (`bash bench/setup`) and
+exits with status 2, instead of failing half-way or measuring something else. Third-party
+modules are imported where they are used, so that check runs even without them.
 
 Every loop is bounded in count and in time; all traffic stays on 127.0.0.1.
 """
@@ -7,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import importlib.util
 import json
+import shutil
 import signal
 import ssl
 import statistics
@@ -17,12 +25,56 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import httpx
-from lxml import etree
+if TYPE_CHECKING:
+    import httpx
+
+SETUP = "bash bench/setup"
+STOP_GRACE = 60.0  # seconds a stopped lab or server gets before SIGKILL
 
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
+
+
+def require(*, commands: tuple[str, ...] = (), redis_server: bool = False) -> None:
+    """Exit with status 2, saying what is missing and how to install it, unless this Python
+    has the project and its lab extra, and every command in `commands` (and redis-server, if
+    asked) is installed."""
+    problems = [
+        f"this Python ({sys.executable}) cannot import {module}"
+        for module in ("cas", "radicale", "httpx", "lxml", "rich")
+        if importlib.util.find_spec(module) is None
+    ]
+    problems += [
+        f"the command {name} is not installed" for name in commands if not shutil.which(name)
+    ]
+    if redis_server and not problems:
+        from cas.lab.redis import find_redis_server
+
+        if find_redis_server() is None:
+            problems.append("redis-server is not installed (the lab would use no shared cache)")
+    if problems:
+        name = Path(sys.argv[0]).name
+        for problem in problems:
+            print(f"{name}: {problem}", file=sys.stderr)
+        print(
+            f"{name}: install what the benchmarks need with `{SETUP}` (as root, on Debian), "
+            "then run them with .venv/bin/python",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE) -> None:
+    """SIGTERM by PID, SIGKILL after `grace` seconds, and reap."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def request_body(
@@ -84,15 +136,12 @@ def running_lab(*args: str, timeout: float = 300) -> Iterator[dict]:
                 time.sleep(0.2)
             yield json.loads(manifest_path.read_text())
         finally:
-            lab.send_signal(signal.SIGTERM)
-            try:
-                lab.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                lab.kill()
-                lab.wait()
+            stop(lab)  # SIGTERM lets the lab stop its parts
 
 
 def client_for(manifest: dict) -> httpx.Client:
+    import httpx
+
     context = ssl.create_default_context(cafile=manifest["ca_cert"])
     auth = (manifest["client"]["username"], manifest["client"]["password"])
     return httpx.Client(verify=context, auth=auth, trust_env=False, timeout=60)
@@ -112,6 +161,8 @@ def measure(
     `before`, when given, runs ahead of each request, untimed (e.g. dropping the cache).
     Fails loudly unless every answer has `expect` mailboxes answered without error.
     """
+    from lxml import etree
+
     timings: list[float] = []
     stop = time.monotonic() + max_seconds
     for _ in range(rounds):

@@ -14,6 +14,9 @@ the case on this machine (Radicale answers one request at a time per process, a 
 `delay cost` is what the 50 ms added on top of that floor. A serial fan-out would add about
 100 x 50 ms; a parallel one adds about one delay. Before each timed round the cache is dropped
 through the admin API (untimed), so every round is a cold read of every calendar.
+
+Needs the project's virtualenv (`bash bench/setup` makes it); without it the bench says so
+and exits with status 2.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from common import (
     median,
     p95,
     request_body,
+    require,
     running_lab,
     today_utc,
 )
@@ -57,6 +61,7 @@ def main() -> int:
     parser.add_argument("--delay-ms", type=int, default=50)
     parser.add_argument("--max-seconds", type=float, default=60.0)
     args = parser.parse_args()
+    require()
 
     from rich.console import Console
     from rich.table import Table

@@ -7,6 +7,9 @@ subprocess and times DetailedMerged lookups over verified HTTPS with one keep-al
 1 mailbox for 1 day, and 20 mailboxes for 7 days. Before each timed request the node's cache is
 dropped through the admin API (untimed), so every round reads the calendars from Radicale.
 Bounded: at most `--rounds` requests per case and `--max-seconds` per case; 127.0.0.1 only.
+
+Needs the project's virtualenv (`bash bench/setup` makes it); without it the bench says so
+and exits with status 2.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from common import (
     median,
     p95,
     request_body,
+    require,
     running_lab,
     today_utc,
 )
@@ -36,6 +40,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=60.0)
     parser.add_argument("--mailboxes-per-site", type=int, default=24)
     args = parser.parse_args()
+    require()
 
     from rich.console import Console
     from rich.table import Table

@@ -1,3 +1,9 @@
-"""Fixtures shared by the whole suite: real components, started once per session."""
+"""Fixtures shared by the whole suite: real components started once per session, the process
+helpers, and the guard that fails the session if a test leaves a process running."""
 
-pytest_plugins = ["tests.support.radicale", "tests.support.redis"]
+pytest_plugins = [
+    "tests.support.processes",
+    "tests.support.leftovers",
+    "tests.support.radicale",
+    "tests.support.redis",
+]

@@ -24,8 +24,12 @@ M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
 T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 F = "{urn:x-cas:freshness:1}"
 START, END = "2024-03-04T08:00:00Z", "2024-03-04T12:00:00Z"  # 4 hourly slots
-REFRESH = 2.0
+# Several tests read a mailbox twice and expect the second read from the cache: both reads
+# (and whatever the test does between them, a fraction of a second) must fall within REFRESH,
+# with room for a loaded machine; past it, a read goes to the backend again.
+REFRESH = 3.0
 QUERY_WINDOW = 0.5
+BACKEND_DELAY = 3.0  # added by the CalDAV proxy when a test makes the backend slow
 
 
 def event(hour: int, summary: str) -> str:
@@ -43,8 +47,10 @@ END:VEVENT"""
 def redis(tmp_path_factory):
     server = RedisProcess(tmp_path_factory.mktemp("redis"))
     server.start()
-    yield server
-    server.stop()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -123,14 +129,16 @@ def test_a_repeated_lookup_is_served_from_redis_and_says_so(cluster: Cluster) ->
 def test_a_slow_backend_past_the_refresh_interval_gets_stale_data_marked(cluster: Cluster) -> None:
     lookup(cluster, ["eu-c@contoso.test"])
     wait_past_refresh()
-    cluster.caldav_proxies["eu"].delay(3.0)
+    cluster.caldav_proxies["eu"].delay(BACKEND_DELAY)
     try:
         started = time.monotonic()
         _, rows = lookup(cluster, ["eu-c@contoso.test"])
         elapsed = time.monotonic() - started
     finally:
         cluster.caldav_proxies["eu"].pass_through()
-    assert elapsed < QUERY_WINDOW + 1.0
+    # answered at the end of the query window: before the slow backend could have answered,
+    # and not after it failed (a failed read is served stale too, but only at its timeout)
+    assert elapsed < BACKEND_DELAY
     code, merged, (source, age) = rows[0]
     assert (code, merged, source) == ("NoError", "0020", "stale-cache") and age >= REFRESH
 
@@ -194,15 +202,14 @@ def test_redis_killed_mid_run_costs_no_lookup_and_the_cache_comes_back(
     redis.kill()
     try:
         for _ in range(3):
-            time.sleep(
-                1.1
-            )  # past the node's own 1 s copies: only Redis could answer, and it is gone
+            # past the node's own 1 s copies: only Redis could answer, and it is gone
+            time.sleep(1.1)
             _, rows = lookup(cluster, addresses)
             assert [r[0] for r in rows] == ["NoError"] * 3
             assert all(r[2][0] in ("backend", "revalidated") for r in rows)
     finally:
         redis.start()
-    deadline = time.monotonic() + 15  # the breaker lets a trial through after a few seconds
+    deadline = time.monotonic() + 30  # the breaker lets a trial through after a few seconds
     sources: list = []
     while time.monotonic() < deadline:
         _, rows = lookup(cluster, addresses)

@@ -204,26 +204,26 @@ async def test_unset_password_secret_is_a_backend_failure(
 
 async def test_stopped_server_fails_quickly(tmp_path: Path) -> None:
     users = {"admin": "a-pw", "cas": "c-pw", "dan@contoso.test": "d-pw"}
-    server = RadicaleServer(tmp_path / "private", users).start()
     (tmp_path / "pw").write_text("c-pw\n")  # the service password, from a secret file
-    config = CalDavBackendConfig(
-        url=server.url, username="cas", password=SecretRef(file=str(tmp_path / "pw"))
-    )
     mailbox = Mailbox("dan@contoso.test", "eu")
-    async with CalDavBackend(config) as backend:
-        try:
+    with RadicaleServer(tmp_path / "private", users) as server:  # stopped on the way out, too
+        config = CalDavBackendConfig(
+            url=server.url, username="cas", password=SecretRef(file=str(tmp_path / "pw"))
+        )
+        async with CalDavBackend(config) as backend:
             async with httpx.AsyncClient(trust_env=False) as client:
                 url = await ensure_calendar(client, server.url, mailbox.address, ("admin", "a-pw"))
                 event = simple_event("e1", "20240304T090000Z", "20240304T100000Z", "x")
                 await put_event(client, url, "e1", event, ("admin", "a-pw"))
             assert len((await backend.fetch(mailbox, MARCH)).events) == 1
-        finally:
-            server.stop()
-        assert not server.running
-        started = time.monotonic()
-        with pytest.raises(BackendFailure, match=r"cannot connect to CalDAV backend at http://127"):
-            await backend.fetch(mailbox, MARCH)
-        assert time.monotonic() - started < 2.0
+            server.stop()  # the same backend, with its pooled connection, meets a stopped server
+            assert not server.running
+            started = time.monotonic()
+            with pytest.raises(
+                BackendFailure, match=r"cannot connect to CalDAV backend at http://127"
+            ):
+                await backend.fetch(mailbox, MARCH)
+            assert time.monotonic() - started < 2.0
 
 
 async def test_a_silent_server_times_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -318,8 +318,10 @@ def node(radicale, tmp_path_factory, monkeypatch_module) -> Node:
     app = create_app(load_settings({}), sitemap, "eu")
     monkeypatch_module.setenv("REQUESTS_CA_BUNDLE", str(tls.ca_pem))
     with ThreadedServer(app, tls) as server:
-        yield Node(server.url, alice, dave, broken, tls.ca_pem)
-    close_connections()
+        try:
+            yield Node(server.url, alice, dave, broken, tls.ca_pem)
+        finally:
+            close_connections()  # the client hangs up first, so the server has nobody to wait for
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,12 @@ T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 SITES = {"eu": ["a", "b", "c"], "us": ["a", "b", "c"], "ap": ["a", "b", "c"]}
 OFFSET = {"eu": 0, "us": 3, "ap": 6}
 START, END = "2024-03-04T08:00:00Z", "2024-03-04T20:00:00Z"  # 12 hourly slots
-TIMEOUT = 3.0
+TIMEOUT = 3.0  # request_timeout_seconds of every node
+# An answer that honours the deadline comes TIMEOUT plus a little after the request; one that
+# does not waits for the client's own timeout (30 s). The bound sits far from both.
+DEADLINE_BOUND = 3 * TIMEOUT
+ROUNDS = 8  # lookups in the node-killed test (the node dies before the fourth)
+LOOP_SECONDS = 120.0  # a safety cap on those rounds, not an expectation
 
 
 def busy_hour(site: str, local: str) -> int:
@@ -130,9 +135,9 @@ def test_a_node_killed_mid_run_costs_no_mailbox(cluster: Cluster) -> None:
     victim = cluster.sites["us"][0]
     failovers = metric(cluster, 'cas_forward_failovers_total{site="us"}')
     failures, rounds, errors = 0, 0, []
-    stop_at = time.monotonic() + 20
+    stop_at = time.monotonic() + LOOP_SECONDS
     try:
-        while rounds < 12 and time.monotonic() < stop_at:
+        while rounds < ROUNDS and time.monotonic() < stop_at:
             if rounds == 3:
                 victim.kill()
             _, rows = ask(cluster, all_addresses())
@@ -142,9 +147,11 @@ def test_a_node_killed_mid_run_costs_no_mailbox(cluster: Cluster) -> None:
             assert [r[1] for r in rows] == [expected_merged(a) for a in all_addresses()] or bad
             rounds += 1
     finally:
-        victim.start()
-        cluster.wait_ready([victim])
-    assert rounds >= 6 and failures == 0, errors
+        if not victim.running:  # killed above: bring it back for the tests that follow
+            victim.start()
+            cluster.wait_ready([victim])
+    assert rounds == ROUNDS, f"only {rounds} of {ROUNDS} rounds in {LOOP_SECONDS} s"
+    assert failures == 0, errors
     assert metric(cluster, 'cas_forward_failovers_total{site="us"}') > failovers
 
 
@@ -163,7 +170,7 @@ def test_a_whole_site_cut_away_costs_only_its_mailboxes_within_the_deadline(
         finally:
             for node in cluster.sites["ap"]:
                 node.proxy.pass_through()
-        assert elapsed < TIMEOUT + 1.0, (mode, elapsed)
+        assert elapsed < DEADLINE_BOUND, (mode, elapsed)
         for address, (code, merged, text) in zip(all_addresses(), rows):
             if address.startswith("ap-"):
                 assert code == "ErrorProxyRequestProcessingFailed" and "'ap'" in text, (mode, text)
@@ -191,7 +198,7 @@ def test_a_peer_answering_garbage_costs_only_its_mailbox_and_is_named(
     cluster.garbage.mode = mode  # type: ignore[attr-defined]
     started = time.monotonic()
     _, rows = ask(cluster, ["zz-g@contoso.test", "us-a@contoso.test"])
-    assert time.monotonic() - started < TIMEOUT + 1.0
+    assert time.monotonic() - started < DEADLINE_BOUND
     code, merged, text = rows[0]
     assert code == "ErrorProxyRequestProcessingFailed" and merged is None
     assert "'zz'" in text and "node https://127.0.0.1:" in text
@@ -293,7 +300,7 @@ def metric(cluster: Cluster, name: str) -> float:
 def test_request_id_reaches_the_peers_logs(cluster: Cluster) -> None:
     response, _ = ask(cluster, ["us-a@contoso.test", "us-b@contoso.test", "us-c@contoso.test"])
     rid = response.headers["x-request-id"]
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30  # the peers' log lines are written after they answer
     while time.monotonic() < deadline:
         logs = "".join(n.log.read_text(errors="replace") for n in cluster.sites["us"])
         if f"rid={rid}" in logs:

@@ -26,6 +26,7 @@ from exchangelib.transport import BASIC
 from lxml import etree
 
 from tests.support.ews_schema import validate_ews_body
+from tests.support.processes import ProcessGroup
 from tests.unit.test_ews_endpoint import availability
 
 UTC = dt.UTC
@@ -37,47 +38,32 @@ T = "{http://schemas.microsoft.com/exchange/services/2006/types}"
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("lab")
     manifest_path = tmp / "lab.json"
-    output = (tmp / "lab.out").open("wb")  # a file, not a pipe nobody reads: never blocks the lab
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cas",
-            "lab",
-            "--mailboxes-per-site",
-            "6",
-            "--manifest",
-            str(manifest_path),
-            "--state-dir",
-            str(tmp / "state"),
-            "--duration",
-            "240",
-        ],
-        stdout=output,
-        stderr=subprocess.STDOUT,
-    )
-    output.close()
-    deadline = time.monotonic() + 90
-    while not manifest_path.exists():
-        if process.poll() is not None:
-            pytest.fail(f"cas lab exited early:\n{(tmp / 'lab.out').read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail("cas lab wrote no manifest within 90 s")
-        time.sleep(0.2)
-    manifest = json.loads(manifest_path.read_text())
-    while "Ctrl-C stops it." not in (tmp / "lab.out").read_text():
-        assert time.monotonic() < deadline and process.poll() is None, "no summary printed"
-        time.sleep(0.1)
-    yield manifest, process
-    if process.poll() is None:
-        # SIGTERM lets the lab stop its parts; SIGKILL would leave them running
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    log = tmp / "lab.out"  # a file, not a pipe nobody reads: never blocks the lab
+    group = ProcessGroup()
+    try:
+        process = group.spawn(
+            [
+                sys.executable, "-m", "cas", "lab", "--mailboxes-per-site", "6",
+                "--manifest", str(manifest_path), "--state-dir", str(tmp / "state"),
+                "--duration", "240",
+            ],
+            log=log,
+        )  # fmt: skip
+        deadline = time.monotonic() + 90
+        while not manifest_path.exists():
+            if process.poll() is not None:
+                pytest.fail(f"cas lab exited early:\n{log.read_text()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"cas lab wrote no manifest within 90 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        manifest = json.loads(manifest_path.read_text())
+        while "Ctrl-C stops it." not in log.read_text():
+            assert time.monotonic() < deadline and process.poll() is None, "no summary printed"
+            time.sleep(0.1)
+        yield manifest, process
+    finally:
+        # SIGTERM lets the lab stop its parts; SIGKILL, only if it hangs, would leave them running
+        group.stop(grace=60)
 
 
 def node_of(manifest: dict, address: str) -> str:

@@ -26,7 +26,10 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.support.redis"]  # redis_server, redis_url, redis_factory, redis_cluster
 
 TIMEOUT = 0.2
-SLACK = 0.25  # scheduling noise allowed on top of a deadline
+# What a deadline may be overrun by: scheduling noise on a loaded machine. A call that does not
+# honour its deadline waits seconds (wait_for's own 5 s) or forever (a blackhole), far past it.
+SLACK = 1.0
+WAIT = 10.0  # bound on waiting for something the test expects to happen
 
 
 @dataclass
@@ -105,10 +108,14 @@ async def test_set_get_and_miss(store: RedisStore) -> None:
 
 async def test_ttl_expires(store: RedisStore) -> None:
     await store.set("short", b"1", 0.3)
-    assert 0 < await store.client.pttl("short") <= 300
-    assert await store.get("short") == b"1"
-    await asyncio.sleep(0.4)
-    assert await store.get("short") is None
+    await store.set("long", b"2", 60)
+    assert 0 < await store.client.pttl("short") <= 300  # Redis holds it, for 300 ms at most
+    deadline = time.monotonic() + WAIT
+    while (value := await store.get("short")) is not None and time.monotonic() < deadline:
+        assert value == b"1"
+        await asyncio.sleep(0.05)
+    assert value is None  # gone once its time was up
+    assert await store.get("long") == b"2"  # while a key with time left stays
 
 
 async def test_set_many_get_many(store: RedisStore) -> None:
@@ -178,21 +185,24 @@ async def test_only_one_of_many_concurrent_acquires_wins(
 async def test_wait_for_sees_a_write_from_another_node(
     store: RedisStore, node_b: RedisStore
 ) -> None:
-    async def write_later() -> None:
-        await asyncio.sleep(0.1)
-        await store.set("done", b"ready", 5)
+    async def gets() -> int:  # GET commands the Redis server has run so far
+        stats = await store.client.info("commandstats")
+        return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
-    writer = asyncio.create_task(write_later())
-    took, _ = await elapsed(node_b.wait_for("done", 2))
-    await writer
-    assert await node_b.wait_for("done", 0) == b"ready"
-    assert 0.09 < took < 0.1 + 0.05 + SLACK  # polling backs off to at most 50 ms
+    before = await gets()
+    waiting = asyncio.create_task(node_b.wait_for("done", WAIT))
+    deadline = time.monotonic() + WAIT
+    while await gets() == before:  # node B has looked, and found nothing yet
+        assert time.monotonic() < deadline and not waiting.done()
+        await asyncio.sleep(0.01)
+    await store.set("done", b"ready", 5)
+    assert await waiting == b"ready"
 
 
 async def test_wait_for_times_out(store: RedisStore) -> None:
-    started = time.monotonic()
-    assert await store.wait_for("never", 0.2) is None
-    assert 0.19 < time.monotonic() - started < 0.2 + SLACK
+    took, exc = await elapsed(store.wait_for("never", TIMEOUT))
+    assert exc is None
+    assert TIMEOUT * 0.95 < took < TIMEOUT + SLACK  # not before the timeout, and not long after
 
 
 async def test_single_flight_across_two_nodes(store: RedisStore, node_b: RedisStore) -> None:
@@ -264,9 +274,8 @@ async def test_breaker_opens_then_fails_fast_without_touching_redis(blackhole: B
     assert breaker.state == "open"
     connections = len(blackhole.connections)
     for _ in range(20):
-        took, exc = await elapsed(store.get("k"))
-        assert isinstance(exc, CacheUnavailable) and str(exc) == "circuit open"
-        assert took < 0.01
+        with pytest.raises(CacheUnavailable, match="^circuit open$"):
+            await store.get("k")  # at once: a call that reached Redis would end in "timeout"
     assert len(blackhole.connections) == connections
     assert observer.events == [("breaker", "closed")] + [("error", "timeout")] * 3 + [
         ("breaker", "open")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,6 +20,7 @@ from cas.model.freebusy import MailboxData
 from cas.settings import load_settings
 from sitemap.load import load_sitemap
 from tests.support.node import ThreadedServer
+from tests.support.processes import ProcessGroup
 
 SITEMAP = """
 domains: [contoso.test]
@@ -55,7 +55,14 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
 
 
 class SlowBackend(FakeBackend):
+    """Takes 1.5 s per lookup; `started` is set once a lookup has begun."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.started = threading.Event()
+
     async def fetch(self, mailbox, window):
+        self.started.set()
         await asyncio.sleep(1.5)
         return await super().fetch(mailbox, window)
 
@@ -66,12 +73,9 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
     path = tmp_path / "sitemap.yaml"
     write(path, 1, "ann@contoso.test")
     settings = load_settings({"reload_check_seconds": 0.2}, environ={})
+    backend = SlowBackend({"ann@contoso.test": MailboxData()})
     app = create_app(
-        settings,
-        load_sitemap(path),
-        "eu",
-        path=str(path),
-        backends={"modern": SlowBackend({"ann@contoso.test": MailboxData()})},
+        settings, load_sitemap(path), "eu", path=str(path), backends={"modern": backend}
     )
     with ThreadedServer(app) as server, httpx.Client(base_url=server.url, timeout=10) as client:
         assert status_of(client, "ann@contoso.test") == 200
@@ -87,7 +91,7 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
             )
         )
         slow.start()
-        time.sleep(0.3)
+        assert backend.started.wait(10), "the lookup never reached the backend"
         write(path, 1, "ann@contoso.test", "bob@contoso.test")
         assert wait_for(lambda: status_of(client, "bob@contoso.test") == 200)
         slow.join(timeout=10)
@@ -103,48 +107,34 @@ def test_changed_file_is_loaded_broken_file_is_refused_and_requests_in_flight_fi
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")
-def test_sighup_reloads_a_running_node(tmp_path: Path) -> None:
+def test_sighup_reloads_a_running_node(tmp_path: Path, processes: ProcessGroup) -> None:
     port = free_port()
     path = tmp_path / "sitemap.yaml"
     write(path, port, "ann@contoso.test")
-    process = subprocess.Popen(
+    log = tmp_path / "node.log"
+    process = processes.spawn(
         [
-            sys.executable,
-            "-m",
-            "cas",
-            "serve",
-            "--config",
-            str(path),
-            "--port",
-            str(port),
-            "--set",
-            "reload_check_seconds=3600",
-            "--set",
-            "shutdown_drain_seconds=0",
+            sys.executable, "-m", "cas", "serve", "--config", str(path), "--port", str(port),
+            "--set", "reload_check_seconds=3600", "--set", "shutdown_drain_seconds=0",
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with httpx.Client(
-            base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False
-        ) as client:
+        log=log,
+    )  # fmt: skip
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5, trust_env=False) as client:
 
-            def up() -> bool:
-                try:
-                    return client.get("/readyz").status_code == 200
-                except httpx.TransportError:
-                    return False
+        def up() -> bool:
+            try:
+                return client.get("/readyz").status_code == 200
+            except httpx.TransportError:
+                return False
 
-            assert wait_for(up, 20), "node did not start"
-            write(path, port, "ann@contoso.test", "bob@contoso.test")
-            time.sleep(0.5)
-            assert status_of(client, "bob@contoso.test") == 404  # no polling: only SIGHUP reloads
-            process.send_signal(signal.SIGHUP)
-            assert wait_for(lambda: status_of(client, "bob@contoso.test") == 200)
-    finally:
-        process.terminate()
-        output = process.communicate(timeout=15)[0].decode()
+        assert wait_for(up, 20), f"node did not start:\n{log.read_text()}"
+        write(path, port, "ann@contoso.test", "bob@contoso.test")
+        time.sleep(0.5)
+        assert status_of(client, "bob@contoso.test") == 404  # no polling: only SIGHUP reloads
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: status_of(client, "bob@contoso.test") == 200)
+    assert processes.stop() == []  # SIGTERM was enough
+    output = log.read_text()
     assert "reloaded (generation 2)" in output
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it so the exit status says so
     assert "Finished server process" in output and process.returncode in (0, -signal.SIGTERM)

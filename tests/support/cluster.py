@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import caldav
 import httpx
@@ -25,6 +26,7 @@ from cas.lab.faultproxy import FaultProxy
 from cas.lab.process import free_port
 from cas.lab.radicale import RadicaleServer, ensure_calendar
 from tests.support.node import TestCA
+from tests.support.processes import STOP_GRACE, stop_processes, stop_together
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Node:
     command: list[str]
     log: Path
     process: subprocess.Popen[bytes] | None = None
+    started: list[subprocess.Popen[bytes]] = field(default_factory=list)  # every one, in order
 
     @property
     def url(self) -> str:
@@ -46,23 +49,27 @@ class Node:
     def direct_url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def start(self) -> None:
+        """Start the node; one still running from before is stopped (and reaped) first, and
+        every process ever started is kept in `started`, so `Cluster.stop` can stop them all."""
+        self.stop()
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        self.started.append(self.process)
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
+        """SIGKILL by PID (a crash: no shutdown) and reap."""
+        stop_processes(self.started, grace=0, signum=signal.SIGKILL)
 
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """SIGTERM by PID, SIGKILL after `grace` seconds, and reap."""
+        stop_processes(self.started, grace)
 
 
 @dataclass
@@ -76,6 +83,7 @@ class Cluster:
     caldav_proxies: dict[str, FaultProxy] = field(default_factory=dict)  # site -> proxy
     calendars: dict[str, str] = field(default_factory=dict)  # address -> calendar URL
     admin: tuple[str, str] = ("admin", "")
+    service: tuple[str, str] = ("cas", "")  # the nodes' read-only CalDAV account
     admin_token: str = ""
 
     def nodes(self) -> list[Node]:
@@ -115,13 +123,21 @@ class Cluster:
             )
 
     def stop(self) -> None:
-        for node in self.nodes():
-            node.stop()
-            node.proxy.stop()
-        for proxy in self.caldav_proxies.values():
-            proxy.stop()
-        for radicale in self.radicales.values():
-            radicale.stop()
+        """Stop the proxies, then every node process at once (SIGTERM to all, one deadline,
+        then SIGKILL), then the Radicale servers in parallel.
+
+        The proxies go first: that resets the keep-alive TLS connections between nodes, which
+        a stopping node would otherwise wait on (up to its grace period) for its peer's
+        close_notify, while the peer, stopping too, waits on it.
+        """
+        proxies = [n.proxy for n in self.nodes()] + list(self.caldav_proxies.values())
+        try:
+            stop_together(p.stop for p in proxies)
+        finally:
+            try:
+                stop_processes([p for node in self.nodes() for p in node.started], STOP_GRACE)
+            finally:
+                stop_together(r.stop for r in self.radicales.values())
 
 
 def start_cluster(
@@ -137,21 +153,58 @@ def start_cluster(
 ) -> Cluster:
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
-    Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar.
+    Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar. When any
+    part fails to start, what was started is stopped before the error propagates.
     """
+    cluster = _new_cluster(root, ca)
+    try:
+        _start_backends(cluster, site_mailboxes, caldav_proxy)
+        for site in site_mailboxes:
+            cluster.sites[site] = []
+            for index in range(nodes_per_site):
+                port = free_port()
+                proxy = FaultProxy("127.0.0.1", port).start()
+                log = root / f"node-{site}-{index}.log"
+                cluster.sites[site].append(Node(site, index, port, proxy, [], log))
+        document = _sitemap(cluster, site_mailboxes, settings, extra_sites, redis_url)
+        sitemap = root / "sitemap.yaml"
+        sitemap.write_text(yaml.safe_dump(document, sort_keys=False))
+        for node in cluster.nodes():
+            node.command = [
+                sys.executable, "-m", "cas", "serve", "--config", str(sitemap),
+                "--site", node.site, "--host", "127.0.0.1", "--port", str(node.port),
+                "--tls-cert", str(ca.cert_pem), "--tls-key", str(ca.key_pem),
+            ]  # fmt: skip
+            node.start()
+        cluster.wait_ready()
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
+
+
+def _new_cluster(root: Path, ca: TestCA) -> Cluster:
+    """A cluster with fresh secrets written under `root`, and nothing started yet."""
     secret = secrets.token_urlsafe(32)
     (root / "cluster-secret").write_text(secret + "\n")
     client = ("scheduler", secrets.token_urlsafe(8))
     (root / "client-password").write_text(client[1])
-    admin = ("admin", secrets.token_urlsafe(8))
     service = ("cas", secrets.token_urlsafe(8))
     (root / "caldav-password").write_text(service[1])
     admin_token = secrets.token_urlsafe(24)
     (root / "admin-token").write_text(admin_token)
-    cluster = Cluster(root, ca, secret, client, admin=admin, admin_token=admin_token)
+    admin = ("admin", secrets.token_urlsafe(8))
+    return Cluster(root, ca, secret, client, admin=admin, service=service, admin_token=admin_token)
+
+
+def _start_backends(
+    cluster: Cluster, site_mailboxes: dict[str, list[str]], caldav_proxy: bool
+) -> None:
+    """One Radicale per site (behind a fault proxy if asked), and an empty calendar per mailbox."""
+    admin, service = cluster.admin, cluster.service
     for site in site_mailboxes:
         radicale = RadicaleServer(
-            root / f"radicale-{site}",
+            cluster.root / f"radicale-{site}",
             {admin[0]: admin[1], service[0]: service[1]},
             admins=[admin[0]],
             readers=[service[0]],
@@ -160,8 +213,7 @@ def start_cluster(
         cluster.radicales[site] = radicale
         if caldav_proxy:
             proxy = FaultProxy("127.0.0.1", int(radicale.url.rsplit(":", 1)[1]))
-            proxy.start()
-            cluster.caldav_proxies[site] = proxy
+            cluster.caldav_proxies[site] = proxy.start()
 
     async def calendars() -> None:
         async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
@@ -174,26 +226,29 @@ def start_cluster(
 
     asyncio.run(calendars())
 
-    for site in site_mailboxes:
-        nodes = []
-        for index in range(nodes_per_site):
-            port = free_port()
-            proxy = FaultProxy("127.0.0.1", port)
-            proxy.start()
-            nodes.append(Node(site, index, port, proxy, [], root / f"node-{site}-{index}.log"))
-        cluster.sites[site] = nodes
 
-    document = {
+def _sitemap(
+    cluster: Cluster,
+    site_mailboxes: dict[str, list[str]],
+    settings: dict[str, object] | None,
+    extra_sites: list[dict[str, object]] | None,
+    redis_url: str | None,
+) -> dict[str, object]:
+    root = cluster.root
+    extras = [{k: v for k, v in s.items() if k != "x-mailboxes"} for s in extra_sites or []]
+    return {
         "settings": {
             "cluster_secret_file": str(root / "cluster-secret"),
-            "peer_ca_file": str(ca.ca_pem),
+            "peer_ca_file": str(cluster.ca.ca_pem),
             "admin_token_file": str(root / "admin-token"),
             "shutdown_drain_seconds": 0,
             **(settings or {}),
         },
         "domains": ["contoso.test"],
         "auth": {
-            "users": [{"username": client[0], "password_file": str(root / "client-password")}]
+            "users": [
+                {"username": cluster.client[0], "password_file": str(root / "client-password")}
+            ]
         },
         "sites": [
             {
@@ -206,35 +261,22 @@ def start_cluster(
                         if site in cluster.caldav_proxies
                         else cluster.radicales[site].url + "/"
                     ),
-                    "username": service[0],
+                    "username": cluster.service[0],
                     "password_file": str(root / "caldav-password"),
                 },
                 **({"redis": redis_url} if redis_url else {}),
             }
             for site in site_mailboxes
         ]
-        + list(extra_sites or []),
+        + extras,
         "mailboxes": [
             {"address": f"{site}-{local}@contoso.test", "site": site}
             for site, locals_ in site_mailboxes.items()
             for local in locals_
         ]
         + [
-            {"address": f"{s['name']}-{local}@contoso.test", "site": s["name"]}
+            {"address": f"{s['name']}-{local}@contoso.test", "site": str(s["name"])}
             for s in (extra_sites or [])
-            for local in s.get("x-mailboxes", [])  # type: ignore[union-attr]
+            for local in cast(list[str], s.get("x-mailboxes", []))
         ],
     }
-    for extra in document["sites"]:
-        extra.pop("x-mailboxes", None)  # type: ignore[union-attr]
-    sitemap = root / "sitemap.yaml"
-    sitemap.write_text(yaml.safe_dump(document, sort_keys=False))
-    for node in cluster.nodes():
-        node.command = [
-            sys.executable, "-m", "cas", "serve", "--config", str(sitemap), "--site", node.site,
-            "--host", "127.0.0.1", "--port", str(node.port),
-            "--tls-cert", str(ca.cert_pem), "--tls-key", str(ca.key_pem),
-        ]  # fmt: skip
-        node.start()
-    cluster.wait_ready()
-    return cluster

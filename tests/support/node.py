@@ -15,9 +15,15 @@ from pathlib import Path
 import trustme
 import uvicorn
 
+STOP_GRACE = 2.0
+
 
 @dataclass(frozen=True)
 class TestCA:
+    """The files of a trustme CA and of one server certificate it issued."""
+
+    __test__ = False  # a helper named Test*, not a test class: pytest must not collect it
+
     ca: trustme.CA
     ca_pem: Path
     cert_pem: Path
@@ -69,6 +75,13 @@ class ThreadedServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        """Stop gracefully; after `STOP_GRACE` seconds stop waiting for open connections (a
+        client's idle keep-alive or an unanswered TLS close), as uvicorn does on a second ^C."""
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=STOP_GRACE)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout=10)
         self.sock.close()
+        if self.thread.is_alive():
+            raise RuntimeError(f"test server {self.url} did not stop")

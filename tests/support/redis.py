@@ -6,7 +6,7 @@
 * `redis_url` (function): a URL on `redis_server` with a database of its own, flushed before the
   test; restarts the session server first if an earlier test left it dead.
 * `redis_factory` (function): start extra servers (unix socket, TLS, Sentinel, cluster nodes,
-  or one to kill) that are stopped after the test.
+  or one to kill) that are stopped after the test, all at once.
 * `redis_cluster` (function): three cluster-mode servers joined into one cluster by
   `make_cluster(factory, n)` (redis-cli), stopped after the test.
 
@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from cas.lab.redis import RedisProcess, RedisProcessError, find_redis_server
+from tests.support.processes import stop_together
 
 MISSING = "redis-server binary not found: install the Debian package redis-server (scripts/setup)"
 DATABASES = 64  # db 0 is left for ad-hoc use; tests get 1..63 in turn
@@ -74,8 +75,7 @@ def redis_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisFac
     try:
         yield start
     finally:
-        for process in reversed(started):
-            process.stop()
+        stop_together(process.stop for process in started)
 
 
 def make_cluster(

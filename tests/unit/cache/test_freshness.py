@@ -42,6 +42,7 @@ class Scripted:
         self.calls = 0
         self.ctag_calls = 0
         self.delay = 0.0
+        self.gate: asyncio.Event | None = None  # when set, a fetch waits until the gate opens
         self.fail: Exception | None = None
         self.tag: str | None = None
         self.busy_hour = 9
@@ -49,6 +50,8 @@ class Scripted:
     async def fetch(self, mailbox, window):
         self.calls += 1
         await asyncio.sleep(self.delay)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         start = T0 + timedelta(hours=self.busy_hour)
@@ -100,19 +103,34 @@ async def test_past_the_refresh_interval_the_backend_is_asked_again() -> None:
     assert busy_hours(again) == [11]
 
 
+class WriteSignal(MemoryStore):
+    """A MemoryStore that sets `written` whenever something was stored."""
+
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(**kwargs)
+        self.written = asyncio.Event()
+
+    async def set_many(self, items, ttl_seconds) -> None:  # type: ignore[no-untyped-def]
+        await super().set_many(items, ttl_seconds)
+        self.written.set()
+
+
 async def test_a_slow_backend_gets_stale_data_served_and_its_late_answer_is_kept() -> None:
-    backend, clock = cached()
+    clock = Clock()
+    store = WriteSignal(clock=clock)
+    backend, _ = cached(store=store, clock=clock)
     await backend.fetch(ANN, DAY)
     clock.now += 1000
-    backend.inner.delay, backend.inner.busy_hour = 0.3, 14
-    started = asyncio.get_running_loop().time()
-    stale = await backend.fetch(ANN, DAY)
-    assert asyncio.get_running_loop().time() - started < 0.25
+    backend.inner.gate, backend.inner.busy_hour = asyncio.Event(), 14
+    store.written.clear()
+    stale = await backend.fetch(ANN, DAY)  # the backend is asked, and cannot answer yet
+    assert backend.inner.calls == 2 and not store.written.is_set()
     assert stale.freshness.source == "stale-cache" and stale.freshness.age_seconds == pytest.approx(
         1000
     )
     assert busy_hours(stale) == [9]
-    await asyncio.sleep(0.4)  # the late answer lands
+    backend.inner.gate.set()  # the late answer comes, and is stored
+    await asyncio.wait_for(store.written.wait(), 10)
     fresh = await backend.fetch(ANN, DAY)
     assert fresh.freshness.source == "cache" and busy_hours(fresh) == [14]
     assert backend.inner.calls == 2

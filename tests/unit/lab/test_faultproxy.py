@@ -105,27 +105,29 @@ def test_half_close_is_forwarded(proxy: FaultProxy) -> None:
     assert received == b"last words"
 
 
+DELAY = 0.5
+
+
 def test_delay_slows_new_and_open_connections(proxy: FaultProxy) -> None:
-    with connect(proxy) as before:
+    with connect(proxy, timeout=10) as before:
         round_trip(before)
-        proxy.delay(0.2)
-        with connect(proxy) as after:
+        proxy.delay(DELAY)
+        with connect(proxy, timeout=10) as after:
             for sock in (before, after):
                 data, elapsed = round_trip(sock)
-                assert data == b"ping" and 0.2 <= elapsed < 1.0
+                # the round trip carries the delay once (half each way), not once per direction
+                assert data == b"ping" and DELAY <= elapsed < 2 * DELAY
         proxy.pass_through()
-        assert round_trip(before)[1] < 0.1
+        assert round_trip(before)[1] < DELAY  # the same connection is no longer delayed
 
 
 def test_cut_closes_open_connections_and_new_ones_at_once(proxy: FaultProxy) -> None:
     with connect(proxy) as open_before:
         round_trip(open_before)
         proxy.cut()
-        start = time.perf_counter()
-        assert closed_by_peer(open_before)
+        assert closed_by_peer(open_before)  # closed, not left to run into the socket timeout
         with connect(proxy) as new:
             assert closed_by_peer(new)
-        assert time.perf_counter() - start < 1.0
     proxy.pass_through()
     with connect(proxy) as sock:
         assert round_trip(sock)[0] == b"ping"
@@ -159,9 +161,7 @@ def test_blackhole_never_answers(proxy: FaultProxy) -> None:
 def test_idle_connections_are_closed(echo: EchoServer) -> None:
     with FaultProxy("127.0.0.1", echo.port, idle_timeout=0.2) as proxy, connect(proxy) as sock:
         round_trip(sock)
-        start = time.perf_counter()
-        assert sock.recv(1) == b""
-        assert time.perf_counter() - start < 1.5
+        assert sock.recv(1) == b""  # closed by the proxy, well before the socket's 2 s timeout
         deadline = time.monotonic() + 1
         while proxy.open_connections and time.monotonic() < deadline:
             time.sleep(0.01)
