@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,10 +135,15 @@ def start_cluster(
     extra_sites: list[dict[str, object]] | None = None,
     redis_url: str | None = None,
     caldav_proxy: bool = False,
+    site_fields: Mapping[str, Mapping[str, object]] | None = None,
+    top_fields: Mapping[str, object] | None = None,
+    extra_mailboxes: Sequence[Mapping[str, object]] = (),
 ) -> Cluster:
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
     Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar.
+    `site_fields` adds or replaces keys of a site's sitemap entry ({site: {"redis": ...}}),
+    `top_fields` top-level keys (e.g. `dns`), and `extra_mailboxes` are appended as given.
     """
     secret = secrets.token_urlsafe(32)
     (root / "cluster-secret").write_text(secret + "\n")
@@ -210,6 +216,7 @@ def start_cluster(
                     "password_file": str(root / "caldav-password"),
                 },
                 **({"redis": redis_url} if redis_url else {}),
+                **(site_fields or {}).get(site, {}),
             }
             for site in site_mailboxes
         ]
@@ -223,7 +230,9 @@ def start_cluster(
             {"address": f"{s['name']}-{local}@contoso.test", "site": s["name"]}
             for s in (extra_sites or [])
             for local in s.get("x-mailboxes", [])  # type: ignore[union-attr]
-        ],
+        ]
+        + [dict(m) for m in extra_mailboxes],
+        **(top_fields or {}),
     }
     for extra in document["sites"]:
         extra.pop("x-mailboxes", None)  # type: ignore[union-attr]
