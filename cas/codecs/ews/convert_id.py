@@ -59,7 +59,7 @@ def render_convert_id_request(*, server_version: str = "Exchange2016") -> bytes:
     operation = sub(sub(env, s("Body")), m("ConvertId"), None, {"DestinationFormat": "EntryId"})
     ids = sub(operation, m("SourceIds"))
     sub(ids, t("AlternateId"), None, {"Format": "EwsId", "Id": "DUMMY", "Mailbox": "DUMMY"})
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
 
 
 def parse_convert_id_response(body: bytes) -> str:
