@@ -18,9 +18,10 @@ import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from cas import __version__
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
 from cas.backends.base import MailboxBackend
@@ -112,16 +113,20 @@ class ConfigurationError(Exception):
     """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
 
 
+def peer_tls_context(settings: Settings) -> ssl.SSLContext:
+    """How nodes verify each other: against `peer_ca_file`, else httpx's default CA bundle."""
+    if not settings.peer_ca_file:
+        return httpx.create_ssl_context(trust_env=False)
+    try:
+        return ssl.create_default_context(cafile=settings.peer_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"peer_ca_file {settings.peer_ca_file}: {exc}") from None
+
+
 def peer_client(settings: Settings) -> httpx.AsyncClient:
     """The pooled keep-alive client nodes use to reach each other, verifying the cluster CA."""
-    verify: ssl.SSLContext | bool = True
-    if settings.peer_ca_file:
-        try:
-            verify = ssl.create_default_context(cafile=settings.peer_ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(f"peer_ca_file {settings.peer_ca_file}: {exc}") from None
     return httpx.AsyncClient(
-        verify=verify,
+        verify=peer_tls_context(settings),
         trust_env=False,
         limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
     )
@@ -275,6 +280,9 @@ def create_app(
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
+        """Liveness: "ok" for probes; with `Accept: application/json`, also version and site."""
+        if "application/json" in request.headers.get("accept", ""):
+            return JSONResponse({"status": "ok", "version": __version__, "site": site})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:

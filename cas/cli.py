@@ -1,4 +1,5 @@
-"""The `cas` command: `serve` runs one node, `lab` runs a whole lab on loopback.
+"""The `cas` command: `serve` runs one node, `lab` runs a whole lab on loopback, `lookup` asks
+the cluster like a client, `doctor` checks everything a sitemap names.
 
 `lab-tls`, `lab-radicale`, `lab-dns` and `lab-seed` are the lab's parts for one container each
 (compose.yaml); their bodies live in `cas.lab.parts`.
@@ -12,8 +13,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from cas import __version__
+
+if TYPE_CHECKING:
+    from cas.settings import Settings
+    from sitemap.model import Sitemap
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +91,21 @@ def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--manifest", metavar="LAB.json", help="lab manifest: DNS, CA and credentials")
     p.add_argument("--json", action="store_true", help="print a JSON document")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP call (default 15)")
+
+
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "doctor", help="check every node, backend, old server, Redis and DNS name a sitemap names"
+    )
+    p.add_argument("--config", required=True, help="the sitemap YAML file")
+    p.add_argument("--site", help="check only this site (default: every site)")
+    p.add_argument("--json", action="store_true", help="print a JSON document")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds for all checks together; what has not answered by then fails (default 10)",
+    )
 
 
 def _add_legacy_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -164,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_lab(sub)
     _add_lookup(sub)
+    _add_doctor(sub)
     _add_legacy_server(sub)
     _add_lab_tls(sub)
     _add_lab_radicale(sub)
@@ -186,24 +208,32 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, str]:
     return overrides
 
 
+def _load_config(path: str, overrides: dict[str, str] | None = None) -> tuple[Sitemap, Settings]:
+    """The sitemap at `path` and the settings it gives, as a node loads them; UsageError."""
+    from cas.settings import SettingsError, load_settings
+    from sitemap.load import SitemapError, load_sitemap
+
+    try:
+        sitemap = load_sitemap(path)
+    except SitemapError as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        settings = load_settings(sitemap.settings, file_source=path, overrides=overrides)
+    except SettingsError as exc:
+        raise UsageError(str(exc)) from None
+    return sitemap, settings
+
+
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cas.app import create_app
-    from cas.settings import SettingsError, format_table, load_settings
-    from sitemap.load import SitemapError, load_sitemap
     from sitemap.model import SecretUnavailable
 
-    try:
-        sitemap = load_sitemap(args.config)
-    except SitemapError as exc:
-        raise UsageError(str(exc)) from None
-    overrides = _parse_overrides(args.set)
-    try:
-        settings = load_settings(sitemap.settings, file_source=args.config, overrides=overrides)
-    except SettingsError as exc:
-        raise UsageError(str(exc)) from None
+    sitemap, settings = _load_config(args.config, _parse_overrides(args.set))
     if args.print_config:
+        from cas.settings import format_table
+
         print(format_table(settings))
         return 0
 
@@ -274,6 +304,30 @@ def lookup(args: argparse.Namespace) -> int:
         return run_lookup(args)
     except LookupFailed as exc:
         raise UsageError(str(exc)) from None
+
+
+def doctor(args: argparse.Namespace) -> int:
+    import asyncio
+    import math
+
+    from cas.app import ConfigurationError
+    from cas.doctor import diagnose, exit_status, print_json, print_table
+
+    sitemap, settings = _load_config(args.config)
+    names = [s.name for s in sitemap.sites]
+    if args.site is not None and args.site not in names:
+        raise UsageError(f"--site {args.site}: not in {args.config} (sites: {', '.join(names)})")
+    if not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout {args.timeout:g}: must be a positive number of seconds")
+    try:
+        results = asyncio.run(diagnose(sitemap, settings, site=args.site, timeout=args.timeout))
+    except ConfigurationError as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    if args.json:
+        print_json(results, sys.stdout, timeout=args.timeout)
+    else:
+        print_table(results, sys.stdout, timeout=args.timeout)
+    return exit_status(results)
 
 
 def legacy_server(args: argparse.Namespace) -> int:
@@ -351,6 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": serve,
         "lab": lab,
         "lookup": lookup,
+        "doctor": doctor,
         "legacy-server": legacy_server,
         "lab-tls": lab_tls,
         "lab-radicale": lab_radicale,

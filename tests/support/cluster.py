@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -150,11 +151,16 @@ def start_cluster(
     extra_sites: list[dict[str, object]] | None = None,
     redis_url: str | None = None,
     caldav_proxy: bool = False,
+    site_fields: Mapping[str, Mapping[str, object]] | None = None,
+    top_fields: Mapping[str, object] | None = None,
+    extra_mailboxes: Sequence[Mapping[str, object]] = (),
 ) -> Cluster:
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
-    Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar. When any
-    part fails to start, what was started is stopped before the error propagates.
+    Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar.
+    `site_fields` adds or replaces keys of a site's sitemap entry ({site: {"redis": ...}}),
+    `top_fields` top-level keys (e.g. `dns`), and `extra_mailboxes` are appended as given.
+    When any part fails to start, what was started is stopped before the error propagates.
     """
     cluster = _new_cluster(root, ca)
     try:
@@ -167,6 +173,10 @@ def start_cluster(
                 log = root / f"node-{site}-{index}.log"
                 cluster.sites[site].append(Node(site, index, port, proxy, [], log))
         document = _sitemap(cluster, site_mailboxes, settings, extra_sites, redis_url)
+        for entry in document["sites"]:  # type: ignore[attr-defined]
+            entry.update((site_fields or {}).get(entry["name"], {}))
+        document["mailboxes"] += [dict(m) for m in extra_mailboxes]  # type: ignore[operator]
+        document.update(top_fields or {})
         sitemap = root / "sitemap.yaml"
         sitemap.write_text(yaml.safe_dump(document, sort_keys=False))
         for node in cluster.nodes():

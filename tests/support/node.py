@@ -30,10 +30,11 @@ class TestCA:
     key_pem: Path
 
 
-def make_test_ca(directory: Path) -> TestCA:
-    """A trustme CA and a server certificate for 127.0.0.1 / localhost, written to files."""
+def make_test_ca(directory: Path, *extra_names: str) -> TestCA:
+    """A trustme CA and a server certificate for 127.0.0.1 / localhost (and `extra_names`,
+    e.g. the SRV target names of nodes), written to files."""
     ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
+    server = ca.issue_cert("127.0.0.1", "localhost", *extra_names)
     directory.mkdir(parents=True, exist_ok=True)
     ca_pem, cert_pem, key_pem = directory / "ca.pem", directory / "node.pem", directory / "node.key"
     ca.cert_pem.write_to_path(str(ca_pem))

@@ -320,6 +320,16 @@ async def test_get_is_not_allowed_and_health_answers() -> None:
         assert (await c.get("/healthz")).text == "ok"
 
 
+async def test_healthz_tells_version_and_site_to_a_client_asking_for_json() -> None:
+    from cas import __version__
+
+    async with client() as c:
+        plain = await c.get("/healthz", headers={"Accept": "*/*"})  # what probes send
+        detailed = await c.get("/healthz", headers={"Accept": "application/json"})
+    assert plain.text == "ok"
+    assert detailed.json() == {"status": "ok", "version": __version__, "site": "eu"}
+
+
 async def test_metrics_count_answers_by_front_door_and_mailboxes_by_route() -> None:
     async with client() as c:
         await c.post(

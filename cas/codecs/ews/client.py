@@ -378,10 +378,9 @@ def _result(item: etree._Element, request: AvailabilityRequest) -> MailboxData |
         return MailboxError(FALLBACK_CODE, f"The server's answer could not be read: {exc}.")
 
 
-def parse_get_user_availability_response(
-    body: bytes, request: AvailabilityRequest
-) -> list[MailboxData | MailboxError]:
-    """One result per mailbox of `request`, in order; `EwsFaultError`/`EwsProtocolError`."""
+def answer_of(body: bytes, operation: str) -> tuple[etree._Element, etree._Element]:
+    """The envelope of an answer and its Body's `operation` element (e.g. "ConvertIdResponse");
+    `EwsFaultError` for a SOAP fault, `EwsProtocolError` for anything else."""
     root = parse_answer_xml(body)
     if root.tag != s("Envelope"):
         raise EwsProtocolError(
@@ -392,8 +391,16 @@ def parse_get_user_availability_response(
         raise EwsProtocolError("The SOAP answer has no Body content.")
     if first.tag == s("Fault"):
         raise _fault(first)
-    if first.tag != m("GetUserAvailabilityResponse"):
-        raise EwsProtocolError(f"Expected a GetUserAvailabilityResponse, got {local_name(first)}.")
+    if first.tag != m(operation):
+        raise EwsProtocolError(f"Expected a {operation}, got {local_name(first)}.")
+    return root, first
+
+
+def parse_get_user_availability_response(
+    body: bytes, request: AvailabilityRequest
+) -> list[MailboxData | MailboxError]:
+    """One result per mailbox of `request`, in order; `EwsFaultError`/`EwsProtocolError`."""
+    root, first = answer_of(body, "GetUserAvailabilityResponse")
     array = child(first, "FreeBusyResponseArray")
     if array is None:
         raise EwsProtocolError("The GetUserAvailabilityResponse has no FreeBusyResponseArray.")
@@ -415,6 +422,7 @@ __all__ = [
     "EwsClientError",
     "EwsFaultError",
     "EwsProtocolError",
+    "answer_of",
     "first_body_element",
     "parse_answer_xml",
     "parse_get_user_availability_response",

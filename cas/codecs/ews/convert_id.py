@@ -1,17 +1,35 @@
-"""The EWS ConvertId operation, answered only as the version probe exchangelib uses it for.
+"""The EWS ConvertId operation, used only as the version probe exchangelib sends.
 
-This server stores no items, so every id is answered with a schema-valid per-item
+Server side: this server stores no items, so every id is answered with a schema-valid per-item
 `ErrorInvalidIdMalformed` (which exchangelib returns in-band instead of raising). What matters is
 the envelope: its `ServerVersionInfo` header tells the client the server version
 (docs/protocols.md §2).
+
+Client side: `render_convert_id_request` writes that probe as exchangelib does (one dummy
+`AlternateId`), and `parse_convert_id_response` reads the server version from the answer.
 """
 
 from __future__ import annotations
 
-from cas.codecs.ews.soap import SoapRequest, child, element, local_name, m, render_envelope, sub
+from lxml import etree
+
+from cas.codecs.ews.client import EwsProtocolError, answer_of
+from cas.codecs.ews.soap import (
+    NSMAP,
+    SoapRequest,
+    child,
+    element,
+    local_name,
+    m,
+    render_envelope,
+    s,
+    sub,
+    t,
+)
 
 ID_KINDS = ("AlternateId", "AlternatePublicFolderId", "AlternatePublicFolderItemId")
 MESSAGE = "Id is malformed. This server keeps no mailbox items, so ids cannot be converted."
+_BUILD = ("MajorVersion", "MinorVersion", "MajorBuildNumber", "MinorBuildNumber")
 
 
 def _id_count(req: SoapRequest) -> int:
@@ -33,4 +51,30 @@ def render_convert_id(req: SoapRequest) -> bytes:
     return render_envelope(response)
 
 
-__all__ = ["render_convert_id"]
+def render_convert_id_request(*, server_version: str = "Exchange2016") -> bytes:
+    """The version probe: ConvertId of one dummy EwsId to EntryId, as exchangelib sends it."""
+    env = etree.Element(s("Envelope"), nsmap=NSMAP)
+    header = sub(env, s("Header"))
+    sub(header, t("RequestServerVersion"), None, {"Version": server_version})
+    operation = sub(sub(env, s("Body")), m("ConvertId"), None, {"DestinationFormat": "EntryId"})
+    ids = sub(operation, m("SourceIds"))
+    sub(ids, t("AlternateId"), None, {"Format": "EwsId", "Id": "DUMMY", "Mailbox": "DUMMY"})
+    return bytes(etree.tostring(env, xml_declaration=True, encoding="utf-8"))
+
+
+def parse_convert_id_response(body: bytes) -> str:
+    """The server version an answer to the probe names, e.g. "Exchange2016 (15.1.2507.6)".
+
+    The per-id results do not matter; `EwsFaultError` for a fault, `EwsProtocolError` when
+    the answer is not a ConvertIdResponse or has no `ServerVersionInfo` header."""
+    root, _ = answer_of(body, "ConvertIdResponse")
+    header = root.find(s("Header"))
+    info = None if header is None else header.find(t("ServerVersionInfo"))
+    if info is None:
+        raise EwsProtocolError("The ConvertIdResponse has no ServerVersionInfo header.")
+    build = ".".join(info.get(name, "?") for name in _BUILD)
+    version = info.get("Version")
+    return f"{version} ({build})" if version else build
+
+
+__all__ = ["parse_convert_id_response", "render_convert_id", "render_convert_id_request"]

@@ -63,3 +63,45 @@ def test_exchangelib_learns_the_version_and_gets_the_error_in_band(
     header = etree.fromstring(data).find(f"{{{SOAP_NS}}}Header")
     version = Version.from_soap_header("Exchange2016", header)
     assert version.build == Build(15, 1, 2507, 6) and version.build >= Build(14, 0)
+
+
+def test_the_probe_a_client_sends_is_read_by_the_server_and_its_answer_names_the_version() -> None:
+    from cas.codecs.ews.convert_id import parse_convert_id_response, render_convert_id_request
+
+    probe = parse_envelope(render_convert_id_request())
+    assert probe.operation == "ConvertId" and probe.server_version == "Exchange2016"
+    ids = probe.element.xpath("m:SourceIds/t:AlternateId", namespaces=NS)
+    assert [(i.get("Format"), i.get("Id")) for i in ids] == [("EwsId", "DUMMY")]
+    assert parse_convert_id_response(render_convert_id(probe)) == "Exchange2016 (15.1.2507.6)"
+
+
+@pytest.mark.parametrize(
+    ("body", "error", "words"),
+    [
+        (b"not xml", "EwsProtocolError", "well-formed"),
+        (
+            f'<s:Envelope xmlns:s="{SOAP_NS}" xmlns:m="{MESSAGES_NS}"><s:Body>'
+            "<m:ConvertIdResponse/></s:Body></s:Envelope>".encode(),
+            "EwsProtocolError",
+            "no ServerVersionInfo",
+        ),
+        (
+            f'<s:Envelope xmlns:s="{SOAP_NS}" xmlns:m="{MESSAGES_NS}"><s:Body>'
+            "<m:GetServerTimeZonesResponse/></s:Body></s:Envelope>".encode(),
+            "EwsProtocolError",
+            "Expected a ConvertIdResponse",
+        ),
+        (
+            f'<s:Envelope xmlns:s="{SOAP_NS}"><s:Body><s:Fault><faultcode>a:ErrorServerBusy'
+            "</faultcode><faultstring>later</faultstring></s:Fault></s:Body></s:Envelope>".encode(),
+            "EwsFaultError",
+            "ErrorServerBusy: later",
+        ),
+    ],
+)
+def test_an_unusable_answer_to_the_probe_says_why(body: bytes, error: str, words: str) -> None:
+    from cas.codecs.ews import client
+    from cas.codecs.ews.convert_id import parse_convert_id_response
+
+    with pytest.raises(getattr(client, error), match=words):
+        parse_convert_id_response(body)
