@@ -18,11 +18,12 @@ RUN python -m venv /opt/venv
 WORKDIR /src
 # Metadata first, so that a code change does not redo the dependency layer.
 COPY pyproject.toml README.md ./
-RUN mkdir -p cas sitemap && touch cas/__init__.py sitemap/__init__.py \
+RUN mkdir -p cas sitemap caslab && touch cas/__init__.py sitemap/__init__.py caslab/__init__.py \
  && /opt/venv/bin/pip install ".[lab]" \
  && /opt/venv/bin/pip uninstall -y cas-availability
 COPY cas ./cas
 COPY sitemap ./sitemap
+COPY caslab ./caslab
 RUN rm -rf ./build ./*.egg-info \
  && /opt/venv/bin/pip install --no-deps ".[lab]" \
  && /opt/venv/bin/cas --version

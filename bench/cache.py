@@ -78,7 +78,7 @@ def wrk(
 
 
 def throughput(args: argparse.Namespace) -> tuple[float, float]:
-    from cas.lab.process import free_port
+    from caslab.process import free_port
 
     with (
         running_lab(

@@ -50,7 +50,7 @@ def require(*, commands: tuple[str, ...] = (), redis_server: bool = False) -> No
         f"the command {name} is not installed" for name in commands if not shutil.which(name)
     ]
     if redis_server and not problems:
-        from cas.lab.redis import find_redis_server
+        from caslab.redis import find_redis_server
 
         if find_redis_server() is None:
             problems.append("redis-server is not installed (the lab would use no shared cache)")

@@ -24,14 +24,13 @@ from starlette.routing import Route
 from cas import __version__
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
-from cas.backends.base import MailboxBackend
 from cas.cache.freshness import CachedBackend, CachePolicy
 from cas.cache.remote import RemoteCache
 from cas.cache.store import CacheStore, open_store
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
-from cas.endpoints.legacy import LegacyFrontDoor
+from cas.endpoints.public import LegacyFrontDoor
 from cas.forwarder import Forwarder
 from cas.model.availability import Limits
 from cas.observability import (
@@ -43,6 +42,7 @@ from cas.observability import (
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.service import AvailabilityService
 from cas.settings import Settings
+from cas.sources.base import MailboxBackend
 from cas.trust import PeerTrust, load_cluster_secret
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Site, Sitemap
@@ -56,8 +56,8 @@ LEGACY_RESOLUTION = 5  # minutes
 
 def default_backends(sitemap: Sitemap, site: str) -> dict[str, MailboxBackend]:
     """Real adapters for the site, as the sitemap describes them."""
-    from cas.backends.caldav import CalDavBackend
-    from cas.backends.legacy import LegacyBackend
+    from cas.sources.caldav import CalDavBackend
+    from cas.sources.oldserver import LegacyBackend
 
     backends: dict[str, MailboxBackend] = {}
     config = sitemap.site(site)

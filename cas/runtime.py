@@ -21,8 +21,8 @@ from pathlib import Path
 
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
-from cas.backends.base import MailboxBackend
 from cas.service import AvailabilityService
+from cas.sources.base import MailboxBackend
 from sitemap.load import SitemapError, load_sitemap
 from sitemap.model import SecretUnavailable, Sitemap
 

@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 
-from cas.backends.base import MailboxBackend
 from cas.cache.remote import RemoteCache
 from cas.errors import BackendFailure, MailboxError
 from cas.forwarder import Forwarder, ForwardItem
@@ -26,6 +25,7 @@ from cas.model.freebusy import MailboxData, Window
 from cas.model.projection import Requester, project
 from cas.observability import Metrics
 from cas.planning import Route, RouteKind, plan_routes
+from cas.sources.base import MailboxBackend
 from sitemap.model import Mailbox, Sitemap
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
-from cas.backends.base import MailboxBackend
 from cas.cache.pieces import (
     Piece,
     assemble,
@@ -49,6 +48,7 @@ from cas.cache.pieces import (
 from cas.cache.store import CacheStore, CacheUnavailable
 from cas.errors import BackendFailure, CalendarNotFound
 from cas.model.freebusy import Freshness, MailboxData, Window
+from cas.sources.base import MailboxBackend
 from sitemap.model import Mailbox
 
 log = logging.getLogger(__name__)

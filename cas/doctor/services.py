@@ -22,9 +22,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from redis import exceptions as redis_exceptions
 
-from cas.backends.caldav import CTAG_PROPFIND, CalDavBackend
 from cas.cache.store import RedisStore, parse_redis_url
-from cas.codecs.legacy.fbdata import (
+from cas.codecs.public_freebusy import (
     LegacyItemError,
     LegacyQuery,
     LegacyResponseError,
@@ -34,6 +33,7 @@ from cas.codecs.legacy.fbdata import (
 from cas.doctor.run import Check, Outcome, failed, passed
 from cas.doctor.words import describe_error, within
 from cas.model.freebusy import Window
+from cas.sources.caldav import CTAG_PROPFIND, CalDavBackend
 from sitemap.model import CalDavBackendConfig, Mailbox, SecretRef, SecretUnavailable, Site
 
 __all__ = ["backend_client", "caldav_check", "legacy_check", "redis_check"]

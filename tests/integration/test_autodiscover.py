@@ -21,10 +21,10 @@ import requests
 from lxml import etree
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData
 from cas.settings import load_settings
-from sitemap.dnsserver import DnsResponder
+from cas.sources.base import FakeBackend
+from caslab.dnsserver import DnsResponder
 from sitemap.model import ClientAuth, ClientUser, DnsConfig, Mailbox, SecretRef, Site, Sitemap
 from tests.support.node import ThreadedServer, make_test_ca
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from lxml import etree
 
-from cas.lab.redis import RedisProcess
+from caslab.redis import RedisProcess
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
 from tests.unit.test_ews_endpoint import availability

@@ -16,10 +16,10 @@ import caldav
 import httpx
 import pytest
 
-from cas.backends.caldav import CalDavBackend
 from cas.errors import BackendFailure
-from cas.lab.radicale import RadicaleServer, ensure_calendar, put_event
 from cas.model.freebusy import BusyType, Window, WorkingPeriod
+from cas.sources.caldav import CalDavBackend
+from caslab.radicale import RadicaleServer, ensure_calendar, put_event
 from sitemap.model import CalDavBackendConfig, Mailbox, SecretRef, WorkingHoursSpec
 from tests.support.radicale import SEED_CONCURRENCY, MailboxCalendar, NewCalendar, RadicaleLab
 

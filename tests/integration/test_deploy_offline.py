@@ -119,25 +119,18 @@ def compose_cas_commands() -> dict[str, list[str]]:
 
 
 def test_compose_commands_parse_with_the_cas_command_line() -> None:
-    """Every compose part runs a `cas` subcommand with flags it accepts.
+    """Every compose part runs a `cas` subcommand (the node's, or the lab's) with flags it takes."""
+    from cas.cli import LAB_COMMANDS
+    from caslab.cli import build_parser as lab_parser
 
-    Lab helpers that `cas` does not have yet are listed in the skip reason; once a helper
-    exists, its compose command line must parse.
-    """
-    parser = build_parser()
-    known = cas_subcommands(parser)
-    missing = set()
     for name, command in compose_cas_commands().items():
-        if command[0] not in known:
-            missing.add(command[0])
-            continue
+        parser = lab_parser() if command[0] in LAB_COMMANDS else build_parser()
+        assert command[0] in cas_subcommands(parser), f"compose service {name}: {command[0]}"
         with contextlib.redirect_stderr(io.StringIO()) as err:
             try:
                 parser.parse_args(command)
             except SystemExit:
                 pytest.fail(f"compose service {name}: `cas {' '.join(command)}`: {err.getvalue()}")
-    if missing:
-        pytest.skip(f"cas has no subcommand {', '.join(sorted(missing))} yet")
 
 
 # --- the image -------------------------------------------------------------------------------
@@ -177,7 +170,9 @@ def test_image_bakes_in_no_secret() -> None:
             assert not secretish.search(rest), (word, rest)
         if word in {"COPY", "ADD"} and "--from=" not in rest:
             sources = rest.split()[:-1]
-            assert all(s in {"pyproject.toml", "README.md", "cas", "sitemap"} for s in sources)
+            assert all(
+                s in {"pyproject.toml", "README.md", "cas", "sitemap", "caslab"} for s in sources
+            )
 
 
 def test_build_context_holds_only_the_package() -> None:
@@ -188,7 +183,7 @@ def test_build_context_holds_only_the_package() -> None:
     ]
     assert lines[0] == "*", "everything is excluded unless named"
     assert {line[1:] for line in lines if line.startswith("!")} == {
-        "pyproject.toml", "README.md", "cas", "sitemap",
+        "pyproject.toml", "README.md", "cas", "sitemap", "caslab",
     }  # fmt: skip
     for pattern in ("**/*.key", "**/*.pem", "**/secrets"):
         assert pattern in lines

@@ -21,10 +21,10 @@ from typing import Any
 
 import pytest
 
-from cas.lab.redis import RedisProcess, find_redis_server
-from cas.legacy.directory import DirectoryEntry
-from cas.legacy.process import LegacyServer
-from sitemap.dnsserver import DnsResponder
+from caslab.dnsserver import DnsResponder
+from caslab.oldserver.directory import DirectoryEntry
+from caslab.oldserver.process import LegacyServer
+from caslab.redis import RedisProcess, find_redis_server
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
 from tests.support.redis import MISSING

@@ -16,12 +16,12 @@ import pytest
 import trustme
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
 from cas.doctor import Doctor, run_checks
 from cas.doctor.nodes import NodeTarget
 from cas.doctor.run import CheckResult
-from cas.lab.process import free_port
 from cas.settings import Settings, load_settings
+from cas.sources.base import FakeBackend
+from caslab.process import free_port
 from sitemap.model import CalDavBackendConfig, ClientAuth, Mailbox, SecretRef, Site, Sitemap
 from tests.integration.test_peer_tls_names import files
 from tests.support.node import ThreadedServer

@@ -21,8 +21,8 @@ from exchangelib.protocol import close_connections
 from exchangelib.transport import BASIC
 
 from cas.app import create_app
-from cas.lab.radicale import ensure_calendar
 from cas.settings import load_settings
+from caslab.radicale import ensure_calendar
 from sitemap.model import (
     CalDavBackendConfig,
     ClientAuth,

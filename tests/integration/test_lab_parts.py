@@ -26,11 +26,11 @@ import httpx
 import pytest
 import yaml
 
-from cas.lab.process import free_port
-from cas.lab.radicale import RadicaleServer, calendar_url_for, ensure_calendar, put_event
-from cas.lab.seed import SeedMailbox, generate_calendar
-from cas.legacy.directory import DirectoryEntry
-from cas.legacy.process import LegacyServer
+from caslab.oldserver.directory import DirectoryEntry
+from caslab.oldserver.process import LegacyServer
+from caslab.process import free_port
+from caslab.radicale import RadicaleServer, calendar_url_for, ensure_calendar, put_event
+from caslab.seed import SeedMailbox, generate_calendar
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 20.0
@@ -105,7 +105,7 @@ async def test_lab_radicale_serves_caldav_to_the_configured_users(
 ) -> None:
     process, url, folder = lab_radicale
     # exec-like: the process compose started is Radicale itself, not a parent waiting for it
-    assert b"cas.lab.radicale_main" in Path(f"/proc/{process.pid}/cmdline").read_bytes()
+    assert b"caslab.radicale_main" in Path(f"/proc/{process.pid}/cmdline").read_bytes()
     assert oct((folder / "radicale" / "users").stat().st_mode & 0o777) == oct(0o600)
     mailbox = SeedMailbox(MODERN, "Ann", "Europe/Amsterdam")
     event = generate_calendar(mailbox, start=datetime.now(UTC).date(), days=7, rng_seed=1)[0]

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cas.backends.legacy import LegacyBackend
 from cas.errors import BackendFailure
-from cas.legacy.directory import DirectoryEntry
-from cas.legacy.server import LegacyServer
 from cas.model.freebusy import MailboxData, Window
+from cas.sources.oldserver import LegacyBackend
+from caslab.oldserver.directory import DirectoryEntry
+from caslab.oldserver.server import LegacyServer
 from sitemap.model import LegacyServerConfig, Mailbox
 
 UTC = UTC

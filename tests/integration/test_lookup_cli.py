@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
 from cas.cli import main
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData
 from cas.settings import load_settings
-from sitemap.dnsserver import DnsResponder
+from cas.sources.base import FakeBackend
+from caslab.dnsserver import DnsResponder
 from sitemap.model import ClientAuth, ClientUser, Mailbox, SecretRef, Site, Sitemap
 from tests.support import node as support
 from tests.support.node import ThreadedServer, make_test_ca

@@ -17,10 +17,10 @@ import trustme
 from lxml import etree
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
 from cas.model.freebusy import BusyType, Event, MailboxData
 from cas.settings import load_settings
-from sitemap.dnsserver import DnsResponder
+from cas.sources.base import FakeBackend
+from caslab.dnsserver import DnsResponder
 from sitemap.model import ClientAuth, DnsConfig, Mailbox, Site, Sitemap
 from tests.support.node import TestCA, ThreadedServer
 from tests.unit.test_ews_endpoint import availability

@@ -18,7 +18,7 @@ from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from cas.cache import CacheUnavailable, CircuitBreaker, RedisStore, parse_redis_url
-from cas.lab.redis import RedisProcess, TlsFiles
+from caslab.redis import RedisProcess, TlsFiles
 
 if TYPE_CHECKING:
     from tests.support.redis import RedisFactory

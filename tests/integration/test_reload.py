@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
-from cas.lab.process import free_port
 from cas.model.freebusy import MailboxData
 from cas.settings import load_settings
+from cas.sources.base import FakeBackend
+from caslab.process import free_port
 from sitemap.load import load_sitemap
 from tests.support.node import ThreadedServer
 from tests.support.processes import ProcessGroup

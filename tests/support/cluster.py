@@ -23,9 +23,9 @@ import caldav
 import httpx
 import yaml
 
-from cas.lab.faultproxy import FaultProxy
-from cas.lab.process import free_port
-from cas.lab.radicale import RadicaleServer, ensure_calendar
+from caslab.faultproxy import FaultProxy
+from caslab.process import free_port
+from caslab.radicale import RadicaleServer, ensure_calendar
 from tests.support.node import TestCA
 from tests.support.processes import STOP_GRACE, stop_processes, stop_together
 

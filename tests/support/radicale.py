@@ -1,4 +1,4 @@
-"""Pytest fixtures around a real Radicale server (`cas.lab.radicale.RadicaleServer`).
+"""Pytest fixtures around a real Radicale server (`caslab.radicale.RadicaleServer`).
 
 `radicale` starts one server per test session with an admin account (read/write everywhere), a
 read-only service account (what CAS nodes use) and a few mailbox users. `new_calendar` makes
@@ -17,7 +17,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from cas.lab.radicale import RadicaleServer, ensure_calendar
+from caslab.radicale import RadicaleServer, ensure_calendar
 
 DOMAIN = "contoso.test"
 MAILBOX_USERS = ("ann", "bob", "carol")

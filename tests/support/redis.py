@@ -1,4 +1,4 @@
-"""Pytest fixtures around a real redis-server (`cas.lab.redis.RedisProcess`).
+"""Pytest fixtures around a real redis-server (`caslab.redis.RedisProcess`).
 
 * `redis_server` (session): one redis-server on a free loopback port, 64 databases. It has
   `.url`, `.port`, `.kill()` (SIGKILL) and `.restart()` (same port). Skips the test, with the
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from cas.lab.redis import RedisProcess, RedisProcessError, find_redis_server
+from caslab.redis import RedisProcess, RedisProcessError, find_redis_server
 from tests.support.processes import stop_together
 
 MISSING = "redis-server binary not found: install the Debian package redis-server (scripts/setup)"

@@ -16,9 +16,9 @@ import pytest
 from lxml import etree
 
 from cas.app import create_app
-from cas.backends.base import FakeBackend
 from cas.model.freebusy import BusyType, Event, MailboxData, Window
 from cas.settings import load_settings
+from cas.sources.base import FakeBackend
 from sitemap.model import ClientAuth, Mailbox, Site, Sitemap
 from tests.support.ews_schema import validate_ews_body
 

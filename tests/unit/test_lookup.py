@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from cas.cli import build_parser, main
+from cas.client.lookup import Attendee, LookupResult, lookup_availability
+from cas.client.options import LookupFailed, LookupOptions, options_from_args
+from cas.client.render import lookup_document, print_json, print_timeline, render_timeline
 from cas.codecs import ews
 from cas.codecs.autodiscover import (
     NotFound,
@@ -25,9 +28,6 @@ from cas.codecs.autodiscover import (
     render_get_user_settings,
 )
 from cas.errors import MailboxError
-from cas.lookup import Attendee, LookupResult, lookup_availability
-from cas.lookup_options import LookupFailed, LookupOptions, options_from_args
-from cas.lookup_render import lookup_document, print_json, print_timeline, render_timeline
 from cas.model.availability import FreeBusyView
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData, Window
 

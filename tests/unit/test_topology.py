@@ -1,6 +1,6 @@
 """compose.yaml runs the lab `cas lab` runs: the same sites, nodes, backends, Redis, legacy, DNS.
 
-Both follow `cas.lab.topology.lab_topology`; these tests read compose.yaml as data (no Docker
+Both follow `caslab.topology.lab_topology`; these tests read compose.yaml as data (no Docker
 engine needed) and compare it with `lab_topology(3, 2)` part by part, including the sitemap and
 DNS zone the compose file carries, and the published ports its header documents.
 """
@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from cas.lab import runner
-from cas.lab.topology import (
+from caslab import runner
+from caslab.topology import (
     DOMAIN,
     NODE_PORT,
     SITE_NAMES,
@@ -194,7 +194,7 @@ def test_sitemap_points_at_the_dns_service_and_lab_secrets(
     assert str(lab_sitemap.dns.port) == flag(command_of(dns_service), "--port")
     secrets = set(flag_values(command_of(compose["services"]["tls"]), "--secrets"))
     content = compose["configs"]["sitemap"]["content"]
-    used = set(re.findall(r"/var/lib/cas/lab/secrets/([a-z-]+)", content))
+    used = set(re.findall(r"/var/lib/caslab/secrets/([a-z-]+)", content))
     assert used <= secrets, f"the sitemap reads secrets the tls job does not make: {used - secrets}"
 
 
@@ -214,7 +214,7 @@ def test_dns_zone_has_the_srv_records_of_every_site(compose: dict, topology: Lab
 def test_legacy_server_knows_the_sitemaps_legacy_mailboxes(
     compose: dict, lab_sitemap: Any, tmp_path: Path
 ) -> None:
-    from cas.legacy.directory import load_directory
+    from caslab.oldserver.directory import load_directory
 
     path = tmp_path / "legacy-directory.yaml"
     path.write_text(compose["configs"]["legacy-directory"]["content"])

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sitemap.dnsserver import DnsResponder
+from caslab.dnsserver import DnsResponder
 
 
 class FakeClock:

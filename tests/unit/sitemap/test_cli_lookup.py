@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from caslab.dnsserver import DnsResponder
 from sitemap.cli import build_parser, main
-from sitemap.dnsserver import DnsResponder
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "sitemaps"
 SRV = "_cas._tcp.eu.contoso.test"

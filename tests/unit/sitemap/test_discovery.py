@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from caslab.dnsserver import DnsResponder
 from sitemap.discovery import DiscoveryError, NodeAddress, SiteNodes, SrvResolver, srv_order
-from sitemap.dnsserver import DnsResponder
 from sitemap.load import parse_sitemap
 from sitemap.model import DnsConfig
 from sitemap.replica import Candidate

@@ -13,7 +13,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from sitemap.dnsserver import DnsResponder
+from caslab.dnsserver import DnsResponder
 
 
 def ask(server: DnsResponder, name: str, rdtype: str, *, tcp: bool = False) -> dns.message.Message:

@@ -329,7 +329,7 @@ def test_parse_takes_relative_paths_from_base_dir(tmp_path: Path) -> None:
 def test_the_sitemap_package_never_imports_cas() -> None:
     code = (
         "import sys, sitemap.load, sitemap.cli, sitemap.model, sitemap.replica, sitemap.discovery, "
-        "sitemap.dnsserver\n"
+        "caslab.dnsserver\n"
         "bad = [m for m in sys.modules if m == 'cas' or m.startswith('cas.')]\n"
         "assert not bad, bad\n"
     )
