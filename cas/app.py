@@ -225,19 +225,21 @@ def create_app(
     backends: Mapping[str, MailboxBackend] | None = None,
     path: str | None = None,
     store: CacheStore | None = None,
+    peers: httpx.AsyncClient | None = None,
     cache_injected_backends: bool = False,
 ) -> Starlette:
     """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP.
 
     Backends built from the sitemap are cached in the site's store; injected ones (tests) only
-    when `cache_injected_backends` is set. `store` overrides the site's Redis (tests).
+        when `cache_injected_backends` is set. `store` overrides the site's Redis, `peers` the client
+    other nodes are reached with (tests).
     """
     sitemap.site(site)  # KeyError for an unknown site, before anything starts
     secrets = cluster_secrets(settings)
     token = admin_token(settings)
     metrics = Metrics()
     store = store if store is not None else site_store(settings, sitemap, site, metrics)
-    client = peer_client(settings)
+    client = peers if peers is not None else peer_client(settings)
     holder = RuntimeHolder(
         runtime_builder(
             settings,
