@@ -231,8 +231,8 @@ def create_app(
     """The node app. `path` (the sitemap file) enables reload on change and on SIGHUP.
 
     Backends built from the sitemap are cached in the site's store; injected ones (tests) only
-        when `cache_injected_backends` is set. `store` overrides the site's Redis, `peers` the client
-    other nodes are reached with (tests).
+    when `cache_injected_backends` is set. `store` overrides the site's Redis, `peers` the
+    client other nodes are reached with (tests).
     """
     sitemap.site(site)  # KeyError for an unknown site, before anything starts
     secrets = cluster_secrets(settings)
