@@ -27,9 +27,6 @@ from cas.errors import InvalidTimeInterval, InvalidValue, MailboxError
 from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
 from cas.model.freebusy import MailboxData, Window, merged_free_busy
 
-STATUS = {"Free": "free", "Tentative": "tentative", "Busy": "busy", "OOF": "oof",
-          "WorkingElsewhere": "workingElsewhere", "NoData": "unknown"}  # fmt: skip
-
 
 def _field(doc: dict[str, Any], name: str, kind: type, default: Any = ...) -> Any:
     if name not in doc:
@@ -127,7 +124,7 @@ def _entry(
         items = []
         for event in result.events:
             item: dict[str, Any] = {
-                "status": STATUS[event.busy_type.value],
+                "status": event.busy_type.rule.json,
                 "start": _wall(event.start, request.tz),
                 "end": _wall(event.end, request.tz),
             }

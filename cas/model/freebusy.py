@@ -19,48 +19,20 @@ boundary does not overlap it. Parts of the window not covered by the mailbox's d
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from cas.model.busy import BUSY_RULES, BUSY_TYPE_OF_DIGIT, BusyType
+
 MIN_INTERVAL_MINUTES = 5
 MAX_INTERVAL_MINUTES = 1440
 
 
-class BusyType(enum.Enum):
-    """EWS `LegacyFreeBusyType`; the value is the wire spelling."""
-
-    FREE = "Free"
-    TENTATIVE = "Tentative"
-    BUSY = "Busy"
-    OOF = "OOF"
-    WORKING_ELSEWHERE = "WorkingElsewhere"
-    NO_DATA = "NoData"
-
-    @property
-    def digit(self) -> str:
-        return MERGED_DIGIT[self]
-
-
-# The one table of busy type -> merged digit. WorkingElsewhere has no digit of its own in the
-# protocol; like Exchange's iCalendar export we count it as free.
-MERGED_DIGIT: dict[BusyType, str] = {
-    BusyType.FREE: "0",
-    BusyType.WORKING_ELSEWHERE: "0",
-    BusyType.TENTATIVE: "1",
-    BusyType.BUSY: "2",
-    BusyType.OOF: "3",
-    BusyType.NO_DATA: "4",
-}
-DIGIT_BUSY_TYPE: dict[str, BusyType] = {
-    "0": BusyType.FREE,
-    "1": BusyType.TENTATIVE,
-    "2": BusyType.BUSY,
-    "3": BusyType.OOF,
-    "4": BusyType.NO_DATA,
-}
+# The busy types and their digits live in one table (`cas.model.busy`).
+MERGED_DIGIT: dict[BusyType, str] = {rule.busy_type: rule.digit for rule in BUSY_RULES}
+DIGIT_BUSY_TYPE = BUSY_TYPE_OF_DIGIT
 
 
 def _require_aware(value: datetime, name: str) -> None:

@@ -36,7 +36,8 @@ import recurring_ical_events
 from lxml import etree
 
 from cas.errors import BackendFailure
-from cas.model.freebusy import BusyType, Event, EventDetails, Window, events_in_window
+from cas.model.busy import BUSY_TYPE_OF_CDO, BusyType
+from cas.model.freebusy import Event, EventDetails, Window, events_in_window
 
 logger = logging.getLogger(__name__)
 
@@ -83,14 +84,9 @@ class Expansion:
 
 # --- busy type: the one table --------------------------------------------------------------
 
-# Outlook's own status (X-MICROSOFT-CDO-BUSYSTATUS) wins over the RFC 5545 properties.
-CDO_BUSY_STATUS: dict[str, BusyType] = {
-    "FREE": BusyType.FREE,
-    "TENTATIVE": BusyType.TENTATIVE,
-    "BUSY": BusyType.BUSY,
-    "OOF": BusyType.OOF,
-    "WORKINGELSEWHERE": BusyType.WORKING_ELSEWHERE,
-}
+# Outlook's own status (X-MICROSOFT-CDO-BUSYSTATUS) wins over the RFC 5545 properties; its
+# spellings are a column of the busy-type table.
+CDO_BUSY_STATUS: dict[str, BusyType] = BUSY_TYPE_OF_CDO
 
 
 def busy_type_of(
