@@ -149,7 +149,7 @@ def serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
 
-    from cas.app import ConfigurationError
+    from cas.errors import ConfigurationError
     from cas.observability import configure_logging
 
     configure_logging(settings.log_level.upper(), site)
@@ -191,8 +191,8 @@ def doctor(args: argparse.Namespace) -> int:
     import asyncio
     import math
 
-    from cas.app import ConfigurationError
     from cas.doctor import diagnose, exit_status, print_json, print_table
+    from cas.errors import ConfigurationError
 
     sitemap, settings = _load_config(args.config)
     names = [s.name for s in sitemap.sites]

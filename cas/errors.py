@@ -15,6 +15,8 @@ Two families, kept apart on purpose:
       │   └── HostileXml                ErrorSchemaValidation         400   400  (DTD, entities)
       ├── InvalidValue                  ErrorSchemaValidation         400   500  (wrong type/value)
       ├── BodyTooLarge                  ErrorInvalidRequest           413   413
+      ├── SlowBody                      ErrorInvalidRequest           408   408  (body not sent in time)
+      ├── ClientGone                    ErrorInvalidRequest           400   400  (client went away)
       ├── UnknownOperation              ErrorInvalidOperation         400   500
       ├── MailboxDataArrayEmpty         ErrorMailboxDataArrayEmpty    400   500
       ├── MailboxDataArrayTooBig        ErrorMailboxDataArrayTooBig   400   500
@@ -70,6 +72,20 @@ class BodyTooLarge(RequestFault):
     soap_status = 413
 
 
+class SlowBody(RequestFault):
+    """The body did not arrive within the time allowed for it."""
+
+    code = "ErrorInvalidRequest"
+    http_status = 408
+    soap_status = 408
+
+
+class ClientGone(RequestFault):
+    """The client went away before its request was read; nobody reads the answer."""
+
+    soap_status = 400
+
+
 class UnknownOperation(RequestFault):
     code = "ErrorInvalidOperation"
 
@@ -99,14 +115,25 @@ class InvalidFreeBusyViewType(RequestFault):
 
 
 class Unauthorized(RequestFault):
+    """No valid login. `challenge` is the `WWW-Authenticate` header to answer with, when the
+    raiser knows it (the admin API's bearer token); else the node's authenticator gives it."""
+
     code = "ErrorAccessDenied"
     http_status = 401
     soap_status = 401
+
+    def __init__(self, message: str, challenge: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.challenge = challenge
 
 
 class InternalError(RequestFault):
     code = "ErrorInternalServerError"
     http_status = 500
+
+
+class ConfigurationError(Exception):
+    """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
 
 
 class BackendFailure(Exception):
@@ -134,12 +161,15 @@ class MailboxError:
     code: str
     message: str
     site: str | None = None
+    missing: bool = False  # the source says the mailbox's calendar does not exist (cacheable)
 
     def __post_init__(self) -> None:
         if self.code not in MAILBOX_ERROR_CODES:
             raise ValueError(f"unknown per-mailbox error code {self.code!r}")
 
     @classmethod
-    def of(cls, code: str, detail: str | None = None, site: str | None = None) -> MailboxError:
+    def of(
+        cls, code: str, detail: str | None = None, site: str | None = None, missing: bool = False
+    ) -> MailboxError:
         text = MAILBOX_ERROR_CODES[code]
-        return cls(code, f"{text} {detail}".strip() if detail else text, site)
+        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing)

@@ -5,8 +5,9 @@ built from it. Endpoints read `holder.current` once when a request starts and ke
 to the end, so swapping in a new generation never disturbs requests in flight. A sitemap that
 fails to load leaves the running generation in place and says why in the log.
 
-Backends (connection pools) are carried over when the site's backend configuration did not
-change; replaced ones are closed after a grace period that outlasts any request still using them.
+The site's own sources (connection pools) are carried over when its backend configuration did
+not change; replaced ones are closed after a grace period that outlasts any request still using
+them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
 from cas.service import AvailabilityService
-from cas.sources.base import MailboxBackend
+from cas.sources.base import Source
 from sitemap.load import SitemapError, load_sitemap
 from sitemap.model import SecretUnavailable, Sitemap
 
@@ -35,7 +36,8 @@ class Runtime:
     authenticator: BasicAuthenticator
     availability: AvailabilityService
     autodiscover: AutodiscoverService
-    backends: dict[str, MailboxBackend] = field(default_factory=dict)
+    local: dict[str, Source] = field(default_factory=dict)  # by mailbox kind
+    remote: dict[str, Source] = field(default_factory=dict)  # by site
 
 
 Builder = Callable[[Sitemap, "Runtime | None"], Runtime]
@@ -84,16 +86,16 @@ class RuntimeHolder:
         old, self.current = self.current, runtime
         self.generation += 1
         log.info("sitemap %s reloaded (generation %d)", self.path, self.generation)
-        replaced = [b for kind, b in old.backends.items() if runtime.backends.get(kind) is not b]
+        replaced = [s for kind, s in old.local.items() if runtime.local.get(kind) is not s]
         if replaced:
             self._retire(replaced)
         return True
 
-    def _retire(self, backends: list[MailboxBackend]) -> None:
+    def _retire(self, sources: list[Source]) -> None:
         async def close_later() -> None:
             await asyncio.sleep(self.grace_seconds)
-            for backend in backends:
-                await backend.aclose()
+            for source in sources:
+                await source.aclose()
 
         try:
             self._retired.append(asyncio.get_running_loop().create_task(close_later()))
@@ -117,8 +119,8 @@ class RuntimeHolder:
     async def aclose(self) -> None:
         for task in self._retired:
             task.cancel()
-        for backend in self.current.backends.values():
-            await backend.aclose()
+        for source in [*self.current.local.values(), *self.current.remote.values()]:
+            await source.aclose()
 
 
 def sitemap_path(path: str | None) -> str | None:

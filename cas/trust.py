@@ -32,8 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "BUDGET_HEADER",
+    "EWS_PATH",
     "HEADER",
     "MIN_SECRET_BYTES",
+    "REQUEST_ID_HEADER",
     "VERSION",
     "ForgedRequest",
     "ForwardClaims",
@@ -45,6 +48,9 @@ __all__ = [
 ]
 
 HEADER = "X-CAS-Forwarded"
+BUDGET_HEADER = "X-CAS-Budget-Ms"  # the time left, in milliseconds, for the node forwarded to
+REQUEST_ID_HEADER = "X-Request-Id"
+EWS_PATH = "/EWS/Exchange.asmx"
 VERSION = "v1"
 MIN_SECRET_BYTES = 32
 MAX_HEADER_CHARS = 2048

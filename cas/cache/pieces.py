@@ -245,28 +245,29 @@ def remote_prefix(site: str, address: str) -> str:
     return f"cas:{VERSION}:remote:{site}:{address.casefold()}:"
 
 
-def encode_data(data: MailboxData, now: float) -> bytes:
-    """A whole answer; its freshness is stored as the time the data was vouched for."""
+def encode_answer(data: MailboxData, vouched_at: float, kept_at: float) -> bytes:
+    """A whole answer, the unix time its source vouched for it and when it was kept."""
     f = data.freshness
     document = {
         "g": data.merged,
-        "s": [f.source, now - f.age_seconds, f.site] if f is not None else None,
+        "s": [f.source if f else None, vouched_at, f.site if f else None],
+        "k": kept_at,
         **_encode_common(data.events, data.working_hours, data.coverage, data.merged_only),
     }
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def decode_data(raw: bytes, now: float) -> MailboxData:
-    """The answer in `raw`, its age grown by the time it spent here; ValueError otherwise."""
+def decode_answer(raw: bytes) -> tuple[MailboxData, float, float]:
+    """The answer in `raw` (its freshness as stored, age 0), when it was vouched for and when
+    it was kept; ValueError for anything that is not one (treated as a miss)."""
     try:
         doc = json.loads(raw)
-        freshness = None
-        if doc["s"] is not None:
-            _, vouched_at, site = doc["s"]
-            freshness = Freshness("remote-cache", now - float(vouched_at), site)
+        source, vouched_at, site = doc["s"]
+        freshness = Freshness(source, 0.0, site) if source else None
         merged = doc["g"]
         if merged is not None and not isinstance(merged, str):
             raise ValueError("merged string is not text")
-        return MailboxData(merged=merged, freshness=freshness, **_decode_common(doc))
+        data = MailboxData(merged=merged, freshness=freshness, **_decode_common(doc))
+        return data, float(vouched_at), float(doc["k"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a cached answer: {exc}") from None

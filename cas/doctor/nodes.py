@@ -1,7 +1,7 @@
 """Doctor checks of one node: its TLS certificate, readiness, version, and trust of our secret.
 
 A node is dialled at its URL. One found through DNS SRV is dialled at the address but verified
-by its SRV target name (SNI and certificate check), as `cas.forwarder` does, so a certificate
+by its SRV target name (SNI and certificate check), as `cas.sources.peers` does, so a certificate
 that names the host but not the pod address passes here exactly when forwarding works.
 
 * `tls`: a TLS handshake verified against `peer_ca_file` (else the default CA bundle); on a
@@ -10,7 +10,7 @@ that names the host but not the pod address passes here exactly when forwarding 
 * `version`: `GET /healthz` with `Accept: application/json`: the version and the site the
   node serves, which must be the site the sitemap lists it under.
 * `trust`: a `ConvertId` (the EWS version probe) signed with the cluster secret the way
-  `cas.forwarder` signs a forwarded request; 200 means the node accepts this cluster's
+  `cas.sources.peers` signs a forwarded request; 200 means the node accepts this cluster's
   signature, 401/403 that it does not (and why, in the node's words).
 """
 
@@ -31,8 +31,8 @@ from cas.codecs.ews.client import EwsClientError
 from cas.codecs.ews.convert_id import parse_convert_id_response, render_convert_id_request
 from cas.doctor.run import Check, Outcome, failed, passed
 from cas.doctor.words import HOSTNAME_MISMATCH, describe_error
-from cas.forwarder import EWS_PATH, FORWARD_HEADER, REQUEST_ID_HEADER
-from cas.trust import ForwardClaims, sign_request
+from cas.trust import EWS_PATH, REQUEST_ID_HEADER, ForwardClaims, sign_request
+from cas.trust import HEADER as FORWARD_HEADER
 
 __all__ = ["NodeProbes", "NodeTarget"]
 

@@ -21,11 +21,12 @@ import ssl
 
 import httpx
 
-from cas.app import ConfigurationError, cluster_secrets, peer_client, peer_tls_context
+from cas.config import cluster_secrets, peer_client, peer_tls_context
 from cas.doctor.names import autodiscover_check, srv_check
 from cas.doctor.nodes import NodeProbes, NodeTarget
 from cas.doctor.run import Check, CheckResult, Outcome, failed, run_checks
 from cas.doctor.services import backend_client, caldav_check, legacy_check, redis_check
+from cas.errors import ConfigurationError
 from cas.settings import Settings
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Site, Sitemap

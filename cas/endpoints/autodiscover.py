@@ -1,9 +1,9 @@
 """The Autodiscover front doors: SOAP (`autodiscover.svc`), POX (`autodiscover.xml`) and JSON.
 
 Each parses with its codec, asks `AutodiscoverService` for one answer per address and renders
-it with the same codec, so every failure is answered in the protocol's own error form. SOAP and
-POX require a login like EWS does (an unauthenticated probe learns the scheme from the 401);
-the JSON door is anonymous, as Exchange's is.
+it with the same codec; a refused request is answered in the protocol's own error form by
+`cas.endpoints.errors`. SOAP and POX require a login like EWS does (an unauthenticated probe
+learns the scheme from the 401); the JSON door is anonymous, as Exchange's is.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cas.codecs import autodiscover as ad
-from cas.endpoints.ews import read_body
-from cas.errors import BodyTooLarge, Unauthorized
+from cas.endpoints.body import read_body
 from cas.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -37,25 +36,10 @@ class AutodiscoverEndpoints:
         self.runtime = runtime
         self.node_name = node_name or socket.gethostname()
 
-    @staticmethod
-    def _challenge(runtime: Runtime, fault: Unauthorized) -> Response:
-        return Response(fault.message, status_code=401, headers=runtime.authenticator.challenge())
-
     async def soap(self, request: Request) -> Response:
         runtime = self.runtime()
-        try:
-            runtime.authenticator.authenticate(request)
-            body = await read_body(request, MAX_AUTODISCOVER_BODY)
-            parsed = ad.parse_get_user_settings(body)
-        except Unauthorized as fault:
-            return self._challenge(runtime, fault)
-        except (BodyTooLarge, TimeoutError) as exc:
-            error = ad.AutodiscoverSoapError(str(exc), http_status=413)
-            return Response(ad.render_request_error(error), status_code=413, media_type=XML)
-        except ad.AutodiscoverSoapError as error:
-            return Response(
-                ad.render_request_error(error), status_code=error.http_status, media_type=XML
-            )
+        runtime.authenticator.authenticate(request)
+        parsed = ad.parse_get_user_settings(await read_body(request, MAX_AUTODISCOVER_BODY))
         service = runtime.autodiscover
         answers = [await service.answer(address) for address in parsed.mailboxes]
         return Response(ad.render_get_user_settings(parsed, answers), media_type=XML)
@@ -63,25 +47,8 @@ class AutodiscoverEndpoints:
     async def pox(self, request: Request) -> Response:
         now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
-        try:
-            runtime.authenticator.authenticate(request)
-            body = await read_body(request, MAX_AUTODISCOVER_BODY)
-            parsed = ad.parse_pox_request(body)
-        except Unauthorized as fault:
-            return self._challenge(runtime, fault)
-        except (BodyTooLarge, TimeoutError):
-            return Response(
-                ad.render_pox_error(
-                    600, "Request body too large.", node_name=self.node_name, now=now
-                ),
-                status_code=413,
-                media_type=XML,
-            )
-        except ad.PoxError as error:
-            rendered = ad.render_pox_error(
-                error.pox_code, error.message, node_name=self.node_name, now=now
-            )
-            return Response(rendered, media_type=XML)
+        runtime.authenticator.authenticate(request)
+        parsed = ad.parse_pox_request(await read_body(request, MAX_AUTODISCOVER_BODY))
         service = runtime.autodiscover
         if parsed.email is not None:
             answer = await service.answer(parsed.email)

@@ -1,45 +1,36 @@
 """The EWS front door: `POST /EWS/Exchange.asmx`.
 
-Reads the body under a size limit, authenticates, dispatches on the SOAP Body's first element
-(exchangelib sends no SOAPAction) and answers with the codec's bytes. Every failure becomes a
-SOAP fault with the status `cas.errors` assigns; an unexpected exception is logged with its
-traceback and answered as `ErrorInternalServerError`, never as a bare 500.
+Reads the body under a size limit, authenticates (a client's login, or a node's signed token
+for a forwarded request), dispatches on the SOAP Body's first element (exchangelib sends no
+SOAPAction) and answers with the codec's bytes. Failures are raised; `cas.endpoints.errors`
+answers them as SOAP faults with the status `cas.errors` assigns.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
 from cas.codecs import ews
 from cas.codecs.ews.freshness import freshness_summary
 from cas.codecs.ews.memo import decode_availability, decode_envelope
-from cas.errors import (
-    BodyTooLarge,
-    InternalError,
-    MailboxError,
-    RequestFault,
-    Unauthorized,
-    UnknownOperation,
-)
-from cas.forwarder import BUDGET_HEADER, FORWARD_HEADER
+from cas.endpoints.body import read_body
+from cas.errors import MailboxError, UnknownOperation
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Requester
 from cas.observability import adopt, current_request_id
 from cas.runtime import Runtime
-from cas.trust import ForgedRequest, PeerTrust
+from cas.trust import BUDGET_HEADER, HEADER, ForgedRequest, PeerTrust
 
 log = logging.getLogger(__name__)
 
 XML = "text/xml; charset=utf-8"
 FRESHNESS_HEADER = "X-CAS-Freshness"
-BODY_READ_TIMEOUT_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +43,6 @@ class Caller:
 
 
 Handler = Callable[[Runtime, ews.SoapRequest, Caller, dict[str, str]], Awaitable[bytes]]
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than `limit` bytes before buffering them."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge(f"Request body of {declared} bytes exceeds the limit of {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async with asyncio.timeout(BODY_READ_TIMEOUT_SECONDS):
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"Request body exceeds the limit of {limit} bytes.")
-            chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class EwsEndpoint:
@@ -93,37 +68,22 @@ class EwsEndpoint:
 
     async def handle(self, request: Request) -> Response:
         runtime = self.runtime()  # one configuration generation for the whole request
-        token = request.headers.get(FORWARD_HEADER)
-        try:
-            if token is None:
-                caller = Caller(runtime.authenticator.authenticate(request))
-            body = await read_body(request, self.max_body_bytes)
-            if token is not None:
-                caller = self.verify_peer(token, request, body)
-            soap = decode_envelope(body)
-            handler = self.handlers.get(soap.operation)
-            if handler is None:
-                raise UnknownOperation(
-                    f"The operation {soap.operation!r} is not supported by this server; "
-                    f"supported: {', '.join(self.handlers)}."
-                )
-            headers: dict[str, str] = {}
-            body_out = await handler(runtime, soap, caller, headers)
-            return Response(body_out, media_type=XML, headers=headers)
-        except ForgedRequest as forged:
-            log.warning("refused a forwarded request: %s", forged.reason)
-            return Response(forged.reason, status_code=forged.http_status)
-        except Unauthorized as fault:
-            return Response(
-                fault.message, status_code=401, headers=runtime.authenticator.challenge()
+        token = request.headers.get(HEADER)
+        if token is None:
+            caller = Caller(runtime.authenticator.authenticate(request))
+        body = await read_body(request, self.max_body_bytes)
+        if token is not None:
+            caller = self.verify_peer(token, request, body)
+        soap = decode_envelope(body)
+        handler = self.handlers.get(soap.operation)
+        if handler is None:
+            raise UnknownOperation(
+                f"The operation {soap.operation!r} is not supported by this server; "
+                f"supported: {', '.join(self.handlers)}."
             )
-        except RequestFault as fault:
-            return self.fault(fault)
-        except (TimeoutError, ClientDisconnect):
-            return self.fault(BodyTooLarge("The request body was not received in time."))
-        except Exception:
-            log.exception("unexpected error answering an EWS request")
-            return self.fault(InternalError("An internal error occurred; it has been logged."))
+        headers: dict[str, str] = {}
+        body_out = await handler(runtime, soap, caller, headers)
+        return Response(body_out, media_type=XML, headers=headers)
 
     def verify_peer(self, token: str, request: Request, body: bytes) -> Caller:
         """The caller a node's signed token vouches for, or `ForgedRequest`."""
@@ -138,23 +98,21 @@ class EwsEndpoint:
             budget_seconds=int(budget) / 1000 if budget.isdigit() else None,
         )
 
-    @staticmethod
-    def fault(fault: RequestFault) -> Response:
-        return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
-
     async def get_user_availability(
         self, runtime: Runtime, soap: ews.SoapRequest, caller: Caller, headers: dict[str, str]
     ) -> bytes:
         request = decode_availability(soap)
         check_limits(request, self.limits)
         started = time.monotonic()
-        results = await runtime.availability.availability(
+        service = runtime.availability
+        ask = service.ask(
             request,
             caller.requester,
             hop=caller.hop,
             budget_seconds=caller.budget_seconds,
             request_id=current_request_id() or "-",
         )
+        results = await service.availability(request, ask)
         failed = sum(1 for r in results if isinstance(r, MailboxError))
         log.info(
             "GetUserAvailability %s: %d mailboxes, %d failed, hop %d, %.0f ms",

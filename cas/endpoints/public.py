@@ -14,15 +14,14 @@ from collections.abc import Callable
 from datetime import UTC
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import Response
 
 from cas.codecs.public_freebusy import (
     LegacyItem,
-    LegacyQueryError,
     parse_freebusy_query,
     render_freebusy_response,
 )
-from cas.errors import MailboxError, RequestFault, Unauthorized
+from cas.errors import MailboxError, RequestFault
 from cas.model.availability import (
     AvailabilityRequest,
     FreeBusyView,
@@ -44,33 +43,24 @@ class LegacyFrontDoor:
 
     async def freebusy(self, request: Request) -> Response:
         runtime = self.runtime()
-        try:
-            requester = runtime.authenticator.authenticate(request)
-        except Unauthorized as fault:
-            return PlainTextResponse(fault.message, 401, headers=runtime.authenticator.challenge())
+        requester = runtime.authenticator.authenticate(request)
         commands = [v for k, v in request.query_params.multi_items() if k.casefold() == "cmd"]
         if not commands or commands[0].strip().casefold() != "freebusy":
-            return PlainTextResponse("This front door answers cmd=freebusy only.", 400)
-        try:
-            query = parse_freebusy_query(
-                request.query_params, max_window_days=self.limits.max_window_days
-            )
-        except LegacyQueryError as exc:
-            return PlainTextResponse(exc.message, 400)
-        ask = AvailabilityRequest(
+            raise RequestFault("This front door answers cmd=freebusy only.")
+        query = parse_freebusy_query(
+            request.query_params, max_window_days=self.limits.max_window_days
+        )
+        asked = AvailabilityRequest(
             mailboxes=tuple(MailboxQuery(user) for user in query.users),
             window=query.window,
             interval_minutes=query.interval_minutes,
             view=FreeBusyView.MERGED_ONLY,
             tz=UTC,
         )
-        try:
-            check_limits(ask, self.limits)
-        except RequestFault as fault:
-            return PlainTextResponse(fault.message, 400)
-        results = await runtime.availability.availability(
-            ask, requester, request_id=current_request_id() or "-"
-        )
+        check_limits(asked, self.limits)
+        service = runtime.availability
+        ask = service.ask(asked, requester, request_id=current_request_id() or "-")
+        results = await service.availability(asked, ask)
         items = []
         for user, result in zip(query.users, results):
             mailbox = runtime.sitemap.lookup(user)
@@ -79,7 +69,7 @@ class LegacyFrontDoor:
             if isinstance(result, MailboxError):
                 digits = no_data(query.window, query.interval_minutes)
             else:
-                digits = _digits(result, ask)
+                digits = _digits(result, asked)
             items.append(LegacyItem(name, email, digits))
         return Response(render_freebusy_response(query, items), media_type="text/xml")
 

@@ -1,29 +1,153 @@
-"""The mailbox backend interface, and a fake of it for unit tests.
+"""Where mailbox data comes from: the one batch interface every source has, and its helpers.
 
-A backend answers "what is in this mailbox's calendar over this window?" with `MailboxData`.
-It raises `cas.errors.BackendFailure` (and nothing else) when it cannot; the service turns that
-into a per-mailbox `ErrorFreeBusyGenerationFailed`.
+Theory of operation
+-------------------
+A **source** answers a batch: `fetch(mailboxes, ask)` returns one result per mailbox, keyed by
+`key_of(mailbox)` (the casefolded primary address), each `MailboxData` or a `MailboxError`.
+A source never raises for a mailbox's trouble; its errors are values that name the code and
+the site. The sources are the site's CalDAV backend (`cas.sources.caldav`), its old server
+(`cas.sources.oldserver`) and every other site, reached through its nodes
+(`cas.sources.peers`). Caching is one wrapper around any of them (`cas.cache.cached`).
+
+Calendar servers are read one mailbox at a time: such a **reader** (`MailboxReader`, with
+`FakeBackend` beside it for tests) sits behind `ReaderSource`, which runs the reads of a batch
+in parallel under a bound and turns each failure into that mailbox's error, in one place.
+A reader raises `BackendFailure` (`CalendarNotFound` for a calendar that does not exist) and
+nothing else; anything else is a bug, logged, and costs only its own mailbox.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
-from cas.errors import BackendFailure
+from cas.errors import BackendFailure, CalendarNotFound, MailboxError
+from cas.model.ask import Ask
+from cas.model.availability import MailboxResult
 from cas.model.freebusy import MailboxData, Window, events_in_window
 from sitemap.model import Mailbox, SecretUnavailable
 
+log = logging.getLogger(__name__)
 
-class MailboxBackend(Protocol):
-    async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
-        """Events of `mailbox` overlapping `window`, or raise `BackendFailure`."""
+Answers = dict[str, MailboxResult]
+
+
+def key_of(mailbox: Mailbox) -> str:
+    """How a batch's results are keyed: the mailbox's primary address, casefolded."""
+    return mailbox.address.casefold()
+
+
+class Source(Protocol):
+    """A batch of mailboxes in, one result per mailbox out (see the module docstring)."""
+
+    name: str  # for logs and metrics: "caldav", "oldserver", "site:us"
+    site: str  # the site whose data this is
+
+    async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers: ...
+
+    def unanswered(self, ask: Ask) -> MailboxError:
+        """The error of a mailbox this source did not answer by the deadline."""
+        ...
+
+    async def forget(self, mailbox: Mailbox) -> int:
+        """Drop whatever this source keeps of `mailbox` (a cache's entries); how many."""
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A source that can tell cheaply whether a mailbox changed (a calendar's ctag)."""
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]: ...
+
+
+class MailboxReader(Protocol):
+    """Reads one mailbox: events over `window`, or raise `BackendFailure`."""
+
+    async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData: ...
+
+    async def aclose(self) -> None: ...
+
+
+def failed_all(mailboxes: Sequence[Mailbox], code: str, detail: str, site: str | None) -> Answers:
+    error = MailboxError.of(code, detail, site)
+    return {key_of(m): error for m in mailboxes}
+
+
+class ReaderSource:
+    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` at once."""
+
+    unanswered_detail = "The backend did not answer within {seconds:g}s."
+
+    def __init__(self, reader: MailboxReader, *, name: str, site: str, concurrency: int) -> None:
+        self.reader = reader
+        self.name = name
+        self.site = site
+        self._gate = asyncio.Semaphore(concurrency)
+
+    async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
+        """Every read of the batch at once; a mailbox not read by the deadline gets its error,
+        and the others come back complete."""
+        tasks = {key_of(m): asyncio.create_task(self._one(m, ask.window)) for m in mailboxes}
+        _, late = await asyncio.wait(tasks.values(), timeout=ask.left())
+        for task in late:
+            task.cancel()
+        return {
+            key: task.result() if task not in late else self.unanswered(ask)
+            for key, task in tasks.items()
+        }
+
+    async def _one(self, mailbox: Mailbox, window: Window) -> MailboxResult:
+        async with self._gate:
+            try:
+                return await self.reader.fetch(mailbox, window)
+            except CalendarNotFound as exc:
+                return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site, True)
+            except BackendFailure as exc:
+                log.warning("backend failed for %s: %s", mailbox.address, exc)
+                return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site)
+            except Exception:
+                # A bug in an adapter costs its own mailbox, never the whole request.
+                log.exception("unexpected error reading %s", mailbox.address)
+                return MailboxError.of(
+                    "ErrorFreeBusyGenerationFailed",
+                    "An internal error occurred; it has been logged.",
+                    self.site,
+                )
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """Each mailbox's change tag, where the reader has them (None: unknown)."""
+        tag_of = getattr(self.reader, "ctag", None)
+        if tag_of is None:
+            return {key_of(m): None for m in mailboxes}
+
+        async def one(mailbox: Mailbox) -> str | None:
+            async with self._gate:
+                try:
+                    tag: str | None = await tag_of(mailbox)
+                    return tag
+                except BackendFailure:
+                    return None
+
+        tags = await asyncio.gather(*(one(m) for m in mailboxes))
+        return {key_of(m): t for m, t in zip(mailboxes, tags)}
+
+    def unanswered(self, ask: Ask) -> MailboxError:
+        detail = self.unanswered_detail.format(seconds=ask.timeout_seconds)
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+
+    async def forget(self, mailbox: Mailbox) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        await self.reader.aclose()
 
 
 @contextmanager
@@ -47,7 +171,7 @@ def http_edge(what: str, url: str, timeout_seconds: float) -> Iterator[None]:
 
 
 class FakeBackend:
-    """An in-memory backend: a fixed `MailboxData` per address; addresses in `failing` fail."""
+    """An in-memory reader: a fixed `MailboxData` per address; addresses in `failing` fail."""
 
     def __init__(
         self,

@@ -98,7 +98,7 @@ def working_hours_of(
 
 
 class CalDavBackend:
-    """A `MailboxBackend` over one CalDAV server.
+    """A `MailboxReader` over one CalDAV server.
 
     `default_tz` is the zone of mailboxes that name none (floating and all-day events are read
     in the mailbox's zone); `site_working_hours` applies to mailboxes without their own. Pass

@@ -1,27 +1,23 @@
-"""The legacy mailbox backend: merged free/busy from an old server's `/public/?cmd=freebusy`.
+"""The old-server source: merged free/busy from an old server's `/public/?cmd=freebusy`.
 
-`LegacyBackend.fetch_many(mailboxes, window, interval)` is what the service uses: **one** GET per
-old server for all its mailboxes of a request (`u=SMTP:...` repeated, at most 100 per GET, larger
-sets split into parallel GETs), with the request's own window and interval, so each user's
-`fbdata` *is* the merged string the client asked for. Results are per mailbox, as values:
-`MailboxData(merged=..., merged_only=True, coverage=...)` or a `BackendFailure`.
-
-`fetch(mailbox, window)` keeps the `MailboxBackend` protocol working: calls for the same window
-that arrive within `batch_delay` seconds (default 2 ms, i.e. the same burst of concurrent
-fetches) join one `fetch_many` at `default_interval` (15 minutes, DavMail's granularity). The
-protocol has no interval, so its merged string is at 15 minutes; `coverage` marks the slots that
-are not `4`. A caller that needs another granularity uses `fetch_many`.
+`OldServerSource.fetch(mailboxes, ask)` sends **one** GET per old server for all the batch's
+mailboxes (`u=SMTP:...` repeated, at most 100 per GET, larger sets split into parallel GETs)
+over the ask's window, at `resolution` minutes per digit (5 by default: the finest grid, so that
+any interval on it gives exactly the old server's digits). Each mailbox's answer is
+`MailboxData(merged_only=True, coverage=...)` (see `fbdata_to_mailbox_data`) or its
+`MailboxError`. `fetch_many(mailboxes, window, interval)` is the same read at any interval.
 
 Digits are kept as the old server sent them; `4` stays "no data" (and outside `coverage`). An
-unknown user is answered by the old server with all `4`s (see `caslab.oldserver.server`), so it reads
-as no data, never free; a user missing from the answer, or with malformed `fbdata`, gets a
-`BackendFailure` of its own. Every httpx, HTTP and parsing failure becomes one `BackendFailure`
-naming the URL, in one place (`_edge`), and is given to every mailbox of that GET.
+unknown user is answered by the old server with all `4`s, so it reads as no data, never free;
+a user missing from the answer, or with malformed `fbdata`, gets an error of its own. Every
+httpx, HTTP and parsing failure becomes one `BackendFailure` naming the URL, in one place
+(`_edge`), and is given to every mailbox of that GET.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
@@ -37,38 +33,41 @@ from cas.codecs.public_freebusy import (
     freebusy_query_params,
     parse_freebusy_response,
 )
-from cas.errors import BackendFailure
+from cas.errors import BackendFailure, MailboxError
+from cas.model.ask import Ask
 from cas.model.freebusy import (
     MAX_INTERVAL_MINUTES,
     MIN_INTERVAL_MINUTES,
     MailboxData,
     Window,
 )
-from cas.sources.base import http_edge
+from cas.sources.base import Answers, http_edge, key_of
 from sitemap.model import LegacyServerConfig, Mailbox, Site
 
-DEFAULT_FETCH_INTERVAL = 15
-DEFAULT_BATCH_DELAY = 0.002
+RESOLUTION = 5  # minutes per digit read from the old server
 MAX_PARALLEL_REQUESTS = 4  # old servers were small; do not hammer one
 
 Result = MailboxData | BackendFailure
+log = logging.getLogger(__name__)
 
 
-class LegacyBackend:
-    """A `MailboxBackend` over one old server's public virtual directory (`config.url`)."""
+class OldServerSource:
+    """A source over one old server's public virtual directory (`config.url`) for `site`."""
+
+    name = "oldserver"
 
     def __init__(
         self,
         config: LegacyServerConfig,
         *,
+        site: str = "",
         client: httpx.AsyncClient | None = None,
-        default_interval: int = DEFAULT_FETCH_INTERVAL,
-        batch_delay: float = DEFAULT_BATCH_DELAY,
+        resolution: int = RESOLUTION,
     ) -> None:
         self.config = config
+        self.site = site
         self.url = config.url if config.url.endswith("/") else config.url + "/"
-        self.default_interval = default_interval
-        self.batch_delay = batch_delay
+        self.resolution = resolution
         self._owns_client = client is None
         self._client = (
             client
@@ -76,16 +75,35 @@ class LegacyBackend:
             else httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_seconds), trust_env=False)
         )
         self._gate = asyncio.Semaphore(MAX_PARALLEL_REQUESTS)
-        self._pending: dict[Window, list[tuple[Mailbox, asyncio.Future[Result]]]] = {}
-        self._flushes: set[asyncio.Task[None]] = set()
 
     @classmethod
-    def for_site(cls, site: Site, *, client: httpx.AsyncClient | None = None) -> LegacyBackend:
+    def for_site(cls, site: Site, *, client: httpx.AsyncClient | None = None) -> OldServerSource:
         if site.legacy is None:
             raise ValueError(f"site {site.name!r} has no legacy server")
-        return cls(site.legacy, client=client)
+        return cls(site.legacy, site=site.name, client=client)
 
     # --- the batch call ----------------------------------------------------------------------
+
+    async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
+        try:
+            async with asyncio.timeout(ask.left()):
+                results = await self.fetch_many(mailboxes, ask.window, self.resolution)
+        except TimeoutError:
+            return {key_of(m): self.unanswered(ask) for m in mailboxes}
+        answers: Answers = {}
+        for mailbox in mailboxes:
+            result = results[mailbox.address.casefold()]
+            if isinstance(result, BackendFailure):
+                log.warning("old server failed for %s: %s", mailbox.address, result)
+                error = MailboxError.of("ErrorFreeBusyGenerationFailed", str(result), self.site)
+                answers[key_of(mailbox)] = error
+            else:
+                answers[key_of(mailbox)] = result
+        return answers
+
+    def unanswered(self, ask: Ask) -> MailboxError:
+        detail = f"The old server did not answer within {ask.timeout_seconds:g}s."
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
 
     async def fetch_many(
         self, mailboxes: Iterable[Mailbox], window: Window, interval: int
@@ -114,7 +132,9 @@ class LegacyBackend:
                     async with asyncio.timeout(self.config.timeout_seconds):
                         response = await self._client.get(
                             self.url,
-                            params=freebusy_query_params(window, interval, addresses),
+                            params=httpx.QueryParams(
+                                freebusy_query_params(window, interval, addresses)
+                            ),
                             headers={"Accept": "text/xml"},
                             auth=self._auth(),
                         )
@@ -141,43 +161,6 @@ class LegacyBackend:
                 results[address.casefold()] = fbdata_to_mailbox_data(answer, window, interval)
         return results
 
-    # --- the MailboxBackend protocol, batched --------------------------------------------------
-
-    async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
-        """Merged data at `default_interval`; concurrent calls for one window share a GET."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Result] = loop.create_future()
-        batch = self._pending.get(window)
-        if batch is None:
-            batch = self._pending[window] = []
-            task = loop.create_task(self._flush(window))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        batch.append((mailbox, future))
-        result = await future
-        if isinstance(result, BackendFailure):
-            raise BackendFailure(str(result)) from result
-        return result
-
-    async def _flush(self, window: Window) -> None:
-        live: list[tuple[Mailbox, asyncio.Future[Result]]] = []
-        try:
-            await asyncio.sleep(self.batch_delay)
-            live = [(m, f) for m, f in self._pending.pop(window, []) if not f.done()]
-            if not live:
-                return
-            results = await self.fetch_many([m for m, _ in live], window, self.default_interval)
-        except BaseException as exc:
-            for _, future in live or self._pending.pop(window, []):
-                if not future.done():
-                    future.set_result(BackendFailure(f"legacy fetch at {self.url} failed: {exc!r}"))
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        for mailbox, future in live:
-            if not future.done():
-                future.set_result(results[mailbox.address.casefold()])
-
     # --- the edge ----------------------------------------------------------------------------
 
     def _auth(self) -> httpx.BasicAuth | None:
@@ -196,13 +179,14 @@ class LegacyBackend:
         except LegacyResponseError as exc:
             raise BackendFailure(f"unusable answer from old server at {url}: {exc}") from exc
 
+    async def forget(self, mailbox: Mailbox) -> int:
+        return 0
+
     async def aclose(self) -> None:
-        for task in list(self._flushes):
-            task.cancel()
         if self._owns_client:
             await self._client.aclose()
 
-    async def __aenter__(self) -> LegacyBackend:
+    async def __aenter__(self) -> OldServerSource:
         return self
 
     async def __aexit__(
@@ -214,4 +198,4 @@ class LegacyBackend:
         await self.aclose()
 
 
-__all__ = ["DEFAULT_FETCH_INTERVAL", "LegacyBackend"]
+__all__ = ["RESOLUTION", "OldServerSource"]

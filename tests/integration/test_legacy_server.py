@@ -1,7 +1,7 @@
 """The old-server emulator as a real `cas legacy-server` process on loopback.
 
 Seeded through its publishing calls (intervals and an .ics), then asked the way DavMail and Zimbra
-ask, and through `LegacyBackend`. Every expected digit string is worked out by hand in a comment.
+ask, and through `OldServerSource`. Every expected digit string is worked out by hand in a comment.
 """
 
 from __future__ import annotations
@@ -16,9 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cas.errors import BackendFailure
+from cas.errors import MailboxError
+from cas.model.ask import Ask
+from cas.model.availability import FreeBusyView
 from cas.model.freebusy import MailboxData, Window
-from cas.sources.oldserver import LegacyBackend
+from cas.model.projection import Requester
+from cas.sources.oldserver import OldServerSource
 from caslab.oldserver.directory import DirectoryEntry
 from caslab.oldserver.server import LegacyServer
 from sitemap.model import LegacyServerConfig, Mailbox
@@ -140,21 +143,27 @@ def digits(data, window, interval):
     return merged_free_busy(data.events, window, interval, data.coverage)
 
 
+def ask(window: Window) -> Ask:
+    return Ask(window, 60, FreeBusyView.MERGED_ONLY, UTC, Requester("t"), time.monotonic() + 9, 9)
+
+
 async def test_legacy_backend_against_the_emulator(legacy: LegacyServer) -> None:
     mailboxes = [
         Mailbox(address, "eu", "legacy", entry.legacy_dn) for address, entry in DIRECTORY.items()
     ] + [Mailbox("nobody@contoso.test", "eu", "legacy")]
     window = Window(t(2024, 3, 4, 8), t(2024, 3, 4, 12))
-    async with LegacyBackend(LegacyServerConfig(legacy.public_url, timeout_seconds=5)) as backend:
+    async with OldServerSource(LegacyServerConfig(legacy.public_url, timeout_seconds=5)) as backend:
         results = await backend.fetch_many(mailboxes, window, 60)
-        single = await backend.fetch(mailboxes[1], window)
+        answers = await backend.fetch([mailboxes[1]], ask(window))
+    single = answers[mailboxes[1].address]
     assert {a: digits(r, window, 60) for a, r in results.items() if isinstance(r, MailboxData)} == {
         "ann@contoso.test": "1223",  # tentative, busy, busy to 10:30, OOF
         "bob@contoso.test": "0201",
         "carol@contoso.test": "0000",
         "nobody@contoso.test": "4444",
     }
-    assert digits(single, window, 15) == "0000222200001100" and single.merged_only
+    assert isinstance(single, MailboxData) and single.merged_only
+    assert digits(single, window, 15) == "0000222200001100"
 
 
 async def test_restart_keeps_data_and_a_stopped_server_fails_fast(tmp_path: Path) -> None:
@@ -184,13 +193,13 @@ async def test_restart_keeps_data_and_a_stopped_server_fails_fast(tmp_path: Path
     assert not server.running
     config = LegacyServerConfig(server.public_url, timeout_seconds=5)
     window = Window(t(2024, 3, 4, 8), t(2024, 3, 4, 12))
-    async with LegacyBackend(config) as backend:
+    async with OldServerSource(config) as backend:
         began = time.monotonic()
         ann = Mailbox("ann@contoso.test", "eu", "legacy")
         results = await backend.fetch_many([ann], window, 60)
         assert time.monotonic() - began < 2
-        with pytest.raises(BackendFailure, match="cannot connect to old server"):
-            await backend.fetch(Mailbox("ann@contoso.test", "eu", "legacy"), window)
+        [error] = (await backend.fetch([ann], ask(window))).values()
+    assert isinstance(error, MailboxError) and "cannot connect to old server" in error.message
     assert "cannot connect to old server at http://127.0.0.1:" in str(results["ann@contoso.test"])
 
 

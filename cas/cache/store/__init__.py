@@ -1,6 +1,6 @@
 """Where the cache keeps its bytes: one small interface, an in-process store and a Redis store.
 
-`CacheStore` is all the cache layer (`cas.cache.freshness`) sees: bytes under opaque string keys
+`CacheStore` is all the cache layer (`cas.cache.cached`) sees: bytes under opaque string keys
 with TTLs, a lock for single flight, and a way to wait for a key another node will write. Every
 method raises `CacheUnavailable`, and nothing else, when the store cannot be used; callers treat
 that as a miss and go straight to the backend. `MemoryStore` is the embedded default (no Redis:

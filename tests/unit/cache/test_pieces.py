@@ -109,8 +109,8 @@ def test_garbage_is_not_a_piece(raw: bytes) -> None:
         decode_piece(raw)
 
 
-def test_a_remote_answer_keeps_its_data_age_not_its_copy_age() -> None:
-    from cas.cache.pieces import decode_data, encode_data
+def test_a_whole_answer_keeps_when_it_was_vouched_for_and_by_which_site() -> None:
+    from cas.cache.pieces import decode_answer, encode_answer
     from cas.model.freebusy import Freshness
 
     data = MailboxData(
@@ -118,6 +118,7 @@ def test_a_remote_answer_keeps_its_data_age_not_its_copy_age() -> None:
         merged="0100",
         freshness=Freshness("cache", 300.0, "us"),
     )
-    back = decode_data(encode_data(data, now=10_000.0), now=10_045.0)
+    back, vouched_at, kept_at = decode_answer(encode_answer(data, 9_700.0, 9_990.0))
     assert back.events == data.events and back.merged == "0100"
-    assert back.freshness == Freshness("remote-cache", 345.0, "us")
+    assert back.freshness == Freshness("cache", 0.0, "us")
+    assert (vouched_at, kept_at) == (9_700.0, 9_990.0)

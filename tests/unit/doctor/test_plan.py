@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cas.app import ConfigurationError
 from cas.cli import main
 from cas.doctor import Doctor
+from cas.errors import ConfigurationError
 from cas.settings import load_settings
 from sitemap.model import (
     CalDavBackendConfig,

@@ -14,9 +14,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cas.errors import BackendFailure
+from cas.errors import BackendFailure, MailboxError
+from cas.model.ask import Ask
+from cas.model.availability import FreeBusyView
 from cas.model.freebusy import MailboxData, Window
-from cas.sources.oldserver import LegacyBackend
+from cas.model.projection import Requester
+from cas.sources.oldserver import OldServerSource
 from caslab.oldserver.directory import DirectoryEntry
 from caslab.oldserver.server import create_legacy_app
 from caslab.oldserver.store import FreeBusyStore
@@ -50,8 +53,12 @@ def emulator(tmp_path: Path, seen: list[httpx.Request]) -> httpx.AsyncClient:
     )
 
 
-def backend(client: httpx.AsyncClient, **config: object) -> LegacyBackend:
-    return LegacyBackend(LegacyServerConfig(URL, **config), client=client)  # type: ignore[arg-type]
+def backend(client: httpx.AsyncClient, **config: object) -> OldServerSource:
+    return OldServerSource(LegacyServerConfig(URL, **config), site="eu", client=client)
+
+
+def ask(window: Window) -> Ask:
+    return Ask(window, 30, FreeBusyView.MERGED_ONLY, UTC, Requester("t"), time.monotonic() + 9, 9)  # type: ignore[arg-type]
 
 
 def digits(data, window, interval):
@@ -83,17 +90,15 @@ async def test_fetch_many_is_one_get_for_all_mailboxes(tmp_path: Path) -> None:
         assert digits(data, WINDOW, 30) == "44444444" and data.coverage == ()
 
 
-async def test_concurrent_fetches_for_one_window_share_a_get(tmp_path: Path) -> None:
+async def test_a_batch_is_one_get_at_five_minute_digits(tmp_path: Path) -> None:
     seen: list[httpx.Request] = []
     async with emulator(tmp_path, seen) as client:
-        legacy = backend(client)
-        ann, bob = await asyncio.gather(legacy.fetch(ANN, WINDOW), legacy.fetch(BOB, WINDOW))
-        other = Window(START, START + timedelta(hours=1))
-        again, _ = await asyncio.gather(legacy.fetch(ANN, other), legacy.fetch(ANN, WINDOW))
-    assert len(seen) == 3  # one for the first burst, one per window in the second
-    assert seen[0].url.params["interval"] == "15"
+        answers = await backend(client).fetch([ANN, BOB], ask(WINDOW))
+    assert len(seen) == 1 and seen[0].url.params["interval"] == "5"
+    ann, bob = answers["ann@contoso.test"], answers["bob@contoso.test"]
+    assert isinstance(ann, MailboxData) and isinstance(bob, MailboxData)
+    # the 15-minute digits of the same data, read back from the 5-minute answer
     assert digits(ann, WINDOW, 15) == "0000222222000000" and digits(bob, WINDOW, 15) == "4" * 16
-    assert digits(again, other, 15) == "0000"
 
 
 async def test_more_than_100_mailboxes_are_split(tmp_path: Path) -> None:
@@ -141,9 +146,12 @@ async def test_a_bad_answer_fails_every_mailbox_of_the_get(
 ) -> None:
     async with mock(lambda request: httpx.Response(status, text=text)) as client:
         results = await backend(client).fetch_many([ANN, BOB], WINDOW, 60)
+        assert len(results) == 2
         assert all(isinstance(r, BackendFailure) and message in str(r) for r in results.values())
-        with pytest.raises(BackendFailure, match=message.split(" at ")[0]):
-            await backend(client).fetch(ANN, WINDOW)
+        answers = await backend(client).fetch([ANN], ask(WINDOW))
+    [error] = answers.values()
+    assert isinstance(error, MailboxError) and error.code == "ErrorFreeBusyGenerationFailed"
+    assert message.split(" at ")[0] in error.message and error.site == "eu"
 
 
 async def test_a_slow_old_server_fails_within_the_timeout() -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from cas.model.availability import MailboxQuery
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData
 from cas.model.projection import Requester, project
-from cas.planning import RouteKind, plan_routes
+from cas.routing import plan_routes
 from sitemap.model import Mailbox, Site, Sitemap
 
 SITEMAP = Sitemap(
@@ -30,18 +30,43 @@ def test_routes_by_site_kind_and_directory() -> None:
         MailboxQuery("bob@contoso.test"),
         MailboxQuery("nobody@contoso.test"),
     ]
-    routes = plan_routes(SITEMAP, "eu", queries)
-    assert [r.kind for r in routes] == [
-        RouteKind.LOCAL,
-        RouteKind.LOCAL,
-        RouteKind.LOCAL,
-        RouteKind.LOCAL_LEGACY,
-        RouteKind.REMOTE,
-        RouteKind.UNKNOWN,
+    targets = {"local:modern", "local:legacy", "site:us"}
+    plan = plan_routes(SITEMAP, "eu", queries, targets=targets)
+    assert [r.target for r in plan.routes] == [
+        "local:modern", "local:modern", "local:modern", "local:legacy", "site:us", None,
+    ]  # fmt: skip
+    assert [r.kind for r in plan.routes] == [
+        "local",
+        "local",
+        "local",
+        "legacy",
+        "remote",
+        "unknown",
     ]
     # address, alias and legacy DN all name the same mailbox, so they share one fetch
-    assert routes[0].key == routes[1].key == routes[2].key == "ann@contoso.test"
-    assert routes[5].key is None
+    assert {t: [m.address for m in b] for t, b in plan.batches.items()} == {
+        "local:modern": ["ann@contoso.test"],
+        "local:legacy": ["old@contoso.test"],
+        "site:us": ["bob@contoso.test"],
+    }
+    assert plan.routes[5].error is not None
+    assert plan.routes[5].error.code == "ErrorMailRecipientNotFound"
+
+
+def test_what_cannot_be_routed_gets_its_error_at_once() -> None:
+    queries = [MailboxQuery("bob@contoso.test"), MailboxQuery("old@contoso.test")]
+    no_forwarding = plan_routes(SITEMAP, "eu", queries, targets={"local:modern"})
+    bob, old = no_forwarding.routes
+    assert bob.error is not None and "cross-site forwarding is not configured" in bob.error.message
+    assert (
+        old.error is not None
+        and "No legacy backend is configured for site 'eu'" in old.error.message
+    )
+    assert no_forwarding.batches == {}
+    forwarded = plan_routes(SITEMAP, "eu", queries[:1], targets={"site:us"}, hop=1, hop_limit=1)
+    [route] = forwarded.routes
+    assert route.error is not None and route.error.code == "ErrorProxyRequestProcessingFailed"
+    assert "hop limit (1)" in route.error.message and route.kind == "remote"
 
 
 def test_private_details_are_masked_for_everyone_but_the_owner() -> None:

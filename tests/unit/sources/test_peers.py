@@ -14,11 +14,12 @@ import httpx
 
 from cas.codecs import ews
 from cas.errors import MailboxError, RequestFault
-from cas.forwarder import Forwarder, ForwardItem
+from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
 from cas.model.freebusy import BusyType, Event, MailboxData, Window
 from cas.model.projection import Requester
 from cas.observability import Metrics
+from cas.sources.peers import Forwarder
 from cas.trust import PeerTrust
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.model import Mailbox, Site, Sitemap
@@ -79,21 +80,12 @@ def forwarder(script, *, attempts: int = 3) -> tuple[Forwarder, Metrics, list[st
     )
 
 
-def items() -> list[ForwardItem]:
-    return [
-        ForwardItem(i, q, m) for i, (q, m) in enumerate(zip(REQUEST.mailboxes, SITEMAP.mailboxes))
-    ]
-
-
-async def run(fw: Forwarder, seconds: float = 5.0) -> dict:
-    return await fw.forward(
-        items(),
-        REQUEST,
-        Requester("scheduler"),
-        deadline=time.monotonic() + seconds,
-        hop=0,
-        request_id="rid",
-    )
+async def run(fw: Forwarder, seconds: float = 5.0) -> dict[int, object]:
+    """The answers for every mailbox of site us, by its position in `SITEMAP.mailboxes`."""
+    ask = Ask.of(REQUEST, Requester("scheduler"), timeout_seconds=seconds, request_id="rid")
+    answers = await fw.ask_site("us", SITEMAP.mailboxes, ask)
+    assert set(answers) == {m.address for m in SITEMAP.mailboxes}, "every mailbox, once"
+    return {i: answers[m.address] for i, m in enumerate(SITEMAP.mailboxes)}
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float:
@@ -118,7 +110,7 @@ async def test_503_is_retried_on_the_same_node() -> None:
 
     fw, metrics, calls = forwarder(script)
     results = await run(fw)
-    assert all(isinstance(r, MailboxData) for r in results.values())
+    assert len(results) == 6 and all(isinstance(r, MailboxData) for r in results.values())
     assert value(metrics, "cas_forward_retries_total", site="us") >= 1
     assert value(metrics, "cas_forward_failovers_total", site="us") == 0
 
@@ -138,7 +130,7 @@ async def test_server_busy_back_off_is_honoured() -> None:
     started = time.monotonic()
     results = await run(fw)
     assert time.monotonic() - started >= 0.3
-    assert all(isinstance(r, MailboxData) for r in results.values())
+    assert len(results) == 6 and all(isinstance(r, MailboxData) for r in results.values())
 
 
 async def test_a_node_that_keeps_failing_loses_its_mailboxes_to_the_other() -> None:
@@ -149,7 +141,7 @@ async def test_a_node_that_keeps_failing_loses_its_mailboxes_to_the_other() -> N
 
     fw, metrics, calls = forwarder(script)
     results = await run(fw)
-    assert all(isinstance(r, MailboxData) for r in results.values())
+    assert len(results) == 6 and all(isinstance(r, MailboxData) for r in results.values())
     assert calls.count(NODES[0]) == 3  # the configured attempts, then failover
     assert value(metrics, "cas_forward_failovers_total", site="us") == 1
 

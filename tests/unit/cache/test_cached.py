@@ -1,17 +1,28 @@
-"""The Calendar Connector's rules, with a controllable clock and a scripted backend."""
+"""The Calendar Connector's rules, with a controllable clock and a scripted backend.
+
+The cache wraps a source of one day-piece site cache (`DayPieces`) around a scripted reader;
+`Cached` asks it about one mailbox at a time and turns a per-mailbox error back into the
+exception the reader raised, so each test reads as the rule it checks.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cas.cache.freshness import CachedBackend, CachePolicy
+from cas.cache.cached import CachedSource, CachePolicy
+from cas.cache.keys import DayPieces
 from cas.cache.store import CacheStore, CacheUnavailable, MemoryStore
-from cas.errors import BackendFailure, CalendarNotFound
+from cas.errors import BackendFailure, CalendarNotFound, MailboxError
+from cas.model.ask import Ask
+from cas.model.availability import FreeBusyView
 from cas.model.freebusy import BusyType, Event, MailboxData, Window
+from cas.model.projection import Requester
+from cas.sources.base import ReaderSource
 from sitemap.model import Mailbox
 
 UTC = UTC
@@ -72,10 +83,34 @@ class Tagged(Scripted):
         return self.tag
 
 
+class Cached:
+    """The cache around `inner`, asked about one mailbox at a time."""
+
+    def __init__(self, inner, store, clock, policy) -> None:
+        self.inner = inner
+        source = ReaderSource(inner, name="caldav", site="eu", concurrency=8)
+        self.source = CachedSource(source, store, DayPieces("eu"), policy, clock=clock)
+
+    async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
+        ask = Ask(
+            window, 60, FreeBusyView.FREE_BUSY, UTC, Requester("t"), time.monotonic() + 30, 30
+        )
+        result = (await self.source.fetch([mailbox], ask))[mailbox.address.casefold()]
+        if isinstance(result, MailboxError):
+            raise (CalendarNotFound if result.missing else BackendFailure)(result.message)
+        return result
+
+    async def invalidate(self, mailbox: Mailbox) -> int:
+        return await self.source.forget(mailbox)
+
+    async def aclose(self) -> None:
+        await self.source.aclose()
+
+
 def cached(inner=None, store=None, clock=None, policy=POLICY):
     clock = clock or Clock()
     store = store if store is not None else MemoryStore(clock=clock)
-    return CachedBackend(inner or Scripted(), store, "eu", policy, clock=clock), clock
+    return Cached(inner or Scripted(), store, clock, policy), clock
 
 
 def busy_hours(data: MailboxData) -> list[int]:
@@ -164,7 +199,7 @@ async def test_concurrent_misses_make_one_backend_call_across_nodes_of_a_site() 
     store = MemoryStore(clock=clock)
     inner = Scripted()
     inner.delay = 0.05
-    nodes = [CachedBackend(inner, store, "eu", POLICY, clock=clock) for _ in range(3)]
+    nodes = [Cached(inner, store, clock, POLICY) for _ in range(3)]
     answers = await asyncio.gather(*(nodes[i % 3].fetch(ANN, DAY) for i in range(30)))
     assert inner.calls == 1
     assert all(busy_hours(a) == [9] for a in answers)

@@ -1,0 +1,74 @@
+"""What a node reads once at start from its settings: secrets, CA bundles, the site's store.
+
+Each function names the setting in its `ConfigurationError`, so `cas serve` and `cas doctor`
+can say exactly what is unusable (a missing secret file, a bad CA bundle, a bad Redis URL).
+"""
+
+from __future__ import annotations
+
+import ssl
+
+import httpx
+
+from cas.cache.store import CacheStore, open_store
+from cas.errors import ConfigurationError
+from cas.observability import Metrics
+from cas.settings import Settings
+from cas.trust import load_cluster_secret
+from sitemap.model import Sitemap
+
+
+def site_store(settings: Settings, sitemap: Sitemap, site: str, metrics: Metrics) -> CacheStore:
+    """The site's Redis, or an in-process store (with a warning) when none is configured."""
+    config = sitemap.site(site)
+    password = config.redis_password.resolve() if config.redis_password is not None else None
+    try:
+        return open_store(
+            config.redis,
+            password=password,
+            timeout_seconds=settings.redis_timeout_seconds,
+            observer=metrics,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"site {site}: redis: {exc}") from None
+
+
+def admin_token(settings: Settings) -> str | None:
+    if not settings.admin_token_file:
+        return None
+    try:
+        with open(settings.admin_token_file, encoding="utf-8") as handle:
+            token = handle.read().strip()
+    except OSError as exc:
+        raise ConfigurationError(f"admin_token_file: {exc}") from None
+    if len(token) < 16:
+        raise ConfigurationError("admin_token_file: the token must be at least 16 characters")
+    return token
+
+
+def peer_tls_context(settings: Settings) -> ssl.SSLContext:
+    """How nodes verify each other: against `peer_ca_file`, else httpx's default CA bundle."""
+    if not settings.peer_ca_file:
+        return httpx.create_ssl_context(trust_env=False)
+    try:
+        return ssl.create_default_context(cafile=settings.peer_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(f"peer_ca_file {settings.peer_ca_file}: {exc}") from None
+
+
+def peer_client(settings: Settings) -> httpx.AsyncClient:
+    """The pooled keep-alive client nodes use to reach each other, verifying the cluster CA."""
+    return httpx.AsyncClient(
+        verify=peer_tls_context(settings),
+        trust_env=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=100),
+    )
+
+
+def cluster_secrets(settings: Settings) -> list[bytes]:
+    if not settings.cluster_secret_file:
+        return []
+    try:
+        return load_cluster_secret(settings.cluster_secret_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cluster_secret_file: {exc}") from None

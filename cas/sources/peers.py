@@ -1,0 +1,340 @@
+"""Other sites as sources: their mailboxes answered by a node of their site, over HTTPS.
+
+Theory of operation
+-------------------
+`PeerSite(site, forwarder)` is the source for one other site. Its batch is one `SiteCall`: the
+mailboxes are grouped by the node the replica rule picks first for each (`sitemap.replica`),
+and each group becomes one EWS `GetUserAvailability` to that node, all groups in flight at
+once. A call is retried (tenacity, with jitter) only for transient trouble: transport errors,
+HTTP 503 and `ErrorServerBusy` (honouring its `BackOffMilliseconds`). A node that still fails
+is marked failed for this call and its mailboxes move on to *their* next node in replica
+order, regrouped. Whatever is not answered when the nodes run out, or when the deadline comes,
+gets `ErrorProxyRequestProcessingFailed` naming the site and the last problem seen: every
+mailbox of the batch gets exactly one answer.
+
+Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity,
+the hop count and the request id, and `X-CAS-Budget-Ms`, the time left, so the peer never
+works past what this node will wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import secrets as secrets_module
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    RetryError,
+    retry_if_exception_type,
+    stop_after_attempt,
+)
+
+from cas.codecs.ews.client import (
+    EwsFaultError,
+    EwsProtocolError,
+    parse_get_user_availability_response,
+    render_get_user_availability_request,
+)
+from cas.errors import MailboxError
+from cas.model.ask import Ask
+from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
+from cas.observability import Metrics
+from cas.sources.base import Answers, key_of
+from cas.trust import (
+    BUDGET_HEADER,
+    EWS_PATH,
+    HEADER,
+    REQUEST_ID_HEADER,
+    ForwardClaims,
+    sign_request,
+)
+from sitemap.discovery import DiscoveryError, SiteNodes
+from sitemap.model import Mailbox
+from sitemap.replica import Candidate, choose_node, replica_key
+
+log = logging.getLogger(__name__)
+
+# Time kept back from each hop for this node to assemble and send its answer.
+HOP_MARGIN_SECONDS = 0.15
+MIN_CALL_SECONDS = 0.05
+PROXY_FAILED = "ErrorProxyRequestProcessingFailed"
+
+
+class TransientPeerError(Exception):
+    """Worth trying the same node again soon (transport error, 503, ErrorServerBusy)."""
+
+    def __init__(self, message: str, back_off: float = 0.0) -> None:
+        super().__init__(message)
+        self.back_off = back_off
+
+
+class PeerFailure(Exception):
+    """This node cannot answer now (after retries): try the mailboxes' next node."""
+
+
+class FinalPeerError(Exception):
+    """The peer answered, but with a refusal another node of the site would repeat."""
+
+
+def _is_address(url: str) -> bool:
+    host = httpx.URL(url).host
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Forwarder:
+    """What every call to another site shares: this site, the nodes, the client, the secret."""
+
+    def __init__(
+        self,
+        local_site: str,
+        nodes: SiteNodes,
+        client: httpx.AsyncClient,
+        secrets: Sequence[bytes],
+        *,
+        metrics: Metrics | None = None,
+        attempts: int = 3,
+        max_response_bytes: int = 16 * 1024 * 1024,
+        rng: random.Random | None = None,
+    ) -> None:
+        if not secrets:
+            raise ValueError("forwarding needs the cluster secret")
+        self.local_site = local_site
+        self.nodes = nodes
+        self.client = client
+        self.secret = secrets[0]
+        self.metrics = metrics
+        self.attempts = attempts
+        self.max_response_bytes = max_response_bytes
+        self.rng = rng or random.Random()
+
+    async def ask_site(self, site: str, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
+        """One answer per mailbox of `site`, within the ask's deadline."""
+        return await SiteCall(self, site, list(mailboxes), ask).run()
+
+    # --- metrics (optional) -------------------------------------------------------------------
+
+    def count(self, what: str, site: str) -> None:
+        if self.metrics is not None:
+            getattr(self.metrics, f"forward_{what}").labels(site=site).inc()
+
+    def count_error(self, site: str, code: str, n: int) -> None:
+        if self.metrics is not None:
+            self.metrics.forward_errors.labels(site=site, code=code).inc(n)
+
+    def observe(self, site: str, seconds: float) -> None:
+        if self.metrics is not None:
+            self.metrics.forward_latency.labels(site=site).observe(seconds)
+
+
+class PeerSite:
+    """The source for the mailboxes of one other site."""
+
+    def __init__(self, site: str, forwarder: Forwarder) -> None:
+        self.site = site
+        self.name = f"site:{site}"
+        self.forwarder = forwarder
+
+    async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
+        return await self.forwarder.ask_site(self.site, mailboxes, ask)
+
+    def unanswered(self, ask: Ask) -> MailboxError:
+        detail = f"Site {self.site!r} did not answer within {ask.timeout_seconds:g}s."
+        return MailboxError.of(PROXY_FAILED, detail, self.site)
+
+    async def forget(self, mailbox: Mailbox) -> int:
+        return 0
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class SiteCall:
+    """One batch for one site: node groups, retries, failover, and the fill at the end."""
+
+    forwarder: Forwarder
+    site: str
+    mailboxes: list[Mailbox]
+    ask: Ask
+    answers: Answers = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    last_problem: str = "it has no nodes."
+
+    async def run(self) -> Answers:
+        try:
+            candidates = await self.forwarder.nodes.nodes(self.site)
+        except DiscoveryError as exc:
+            return self._fill(self.mailboxes, f"no node could be discovered ({exc}).")
+        names = {c.url: c.name for c in candidates}
+        pending = list(self.mailboxes)
+        while pending:
+            if self.ask.deadline - time.monotonic() < MIN_CALL_SECONDS:
+                self.last_problem = "no node answered within the request's time budget."
+                break
+            groups = self._group(pending, candidates)
+            if not groups:
+                break
+            if self.failed:
+                self.forwarder.count("failovers", self.site)
+            outcomes = await asyncio.gather(
+                *(self._call(url, names.get(url), group) for url, group in groups.items())
+            )
+            pending = []
+            for (url, group), outcome in zip(groups.items(), outcomes):
+                if isinstance(outcome, PeerFailure):
+                    self.failed.add(url)
+                    self.last_problem = f"node {url} failed: {outcome}"
+                    log.warning("forwarding to %s failed, failing over: %s", url, outcome)
+                    pending.extend(group)
+                else:
+                    self.answers.update(outcome)
+        missing = [m for m in self.mailboxes if key_of(m) not in self.answers]
+        self.answers.update(self._fill(missing, self.last_problem))
+        return self.answers
+
+    def _fill(self, mailboxes: Sequence[Mailbox], reason: str) -> Answers:
+        if not mailboxes:
+            return {}
+        self.forwarder.count_error(self.site, PROXY_FAILED, len(mailboxes))
+        error = MailboxError.of(PROXY_FAILED, f"Site {self.site!r}: {reason}", self.site)
+        return {key_of(m): error for m in mailboxes}
+
+    def _group(
+        self, pending: list[Mailbox], candidates: list[Candidate]
+    ) -> dict[str, list[Mailbox]]:
+        groups: dict[str, list[Mailbox]] = {}
+        for mailbox in pending:
+            node = choose_node(replica_key(mailbox), candidates, failed=self.failed)
+            if node is not None:
+                groups.setdefault(node.url, []).append(mailbox)
+        return groups
+
+    async def _call(
+        self, url: str, name: str | None, group: list[Mailbox]
+    ) -> Answers | PeerFailure:
+        sub = self.ask.request_for([MailboxQuery(m.address) for m in group])
+        body = render_get_user_availability_request(sub)
+        started = time.monotonic()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.forwarder.attempts),
+                retry=retry_if_exception_type(TransientPeerError),
+                wait=self._wait,
+                reraise=False,
+            ):
+                with attempt:
+                    if attempt.retry_state.attempt_number > 1:
+                        self.forwarder.count("retries", self.site)
+                    results = await self._post(url, name, body, sub)
+        except RetryError as exc:
+            return PeerFailure(str(exc.last_attempt.exception()))
+        except PeerFailure as exc:
+            return exc
+        except FinalPeerError as exc:
+            self.forwarder.count_error(self.site, PROXY_FAILED, len(group))
+            error = MailboxError.of(
+                PROXY_FAILED, f"Site {self.site!r}, node {url}: {exc}", self.site
+            )
+            return {key_of(m): error for m in group}
+        finally:
+            self.forwarder.observe(self.site, time.monotonic() - started)
+        for result in results:
+            if isinstance(result, MailboxError):
+                self.forwarder.count_error(self.site, result.code, 1)
+        return {key_of(m): result for m, result in zip(group, results)}
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        """Jittered exponential back-off, or the peer's BackOffMilliseconds, within the deadline."""
+        error = retry_state.outcome.exception() if retry_state.outcome else None
+        base = 0.05 * (2 ** (retry_state.attempt_number - 1))
+        pause = base * (0.5 + self.forwarder.rng.random())
+        if isinstance(error, TransientPeerError) and error.back_off:
+            pause = max(pause, error.back_off)
+        left = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS - MIN_CALL_SECONDS
+        if pause > left:
+            raise PeerFailure(f"{error}; no time left to retry")
+        return pause
+
+    async def _post(
+        self, url: str, name: str | None, body: bytes, sub: AvailabilityRequest
+    ) -> list[MailboxResult]:
+        budget = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS
+        if budget < MIN_CALL_SECONDS:
+            raise PeerFailure("no time left for this node")
+        claims = ForwardClaims(
+            from_site=self.forwarder.local_site,
+            to_site=self.site,
+            requester=self.ask.requester.username,
+            hop=self.ask.hop + 1,
+            request_id=self.ask.request_id,
+            issued_at=int(time.time()),
+            nonce=secrets_module.token_urlsafe(12),
+        )
+        token = sign_request(self.forwarder.secret, claims, method="POST", path=EWS_PATH, body=body)
+        headers = {
+            "Content-Type": "text/xml; charset=utf-8",
+            HEADER: token,
+            BUDGET_HEADER: str(int(budget * 1000)),
+            REQUEST_ID_HEADER: self.ask.request_id,
+        }
+        target = url.rstrip("/") + EWS_PATH
+        # A node found through SRV is dialled at its address but verified by its DNS name.
+        extensions = {"sni_hostname": name} if name and _is_address(url) else None
+        try:
+            # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
+            async with asyncio.timeout(budget):
+                async with self.forwarder.client.stream(
+                    "POST",
+                    target,
+                    content=body,
+                    headers=headers,
+                    timeout=budget,
+                    extensions=extensions,
+                ) as response:
+                    payload = await self._read(response)
+        except (httpx.TimeoutException, TimeoutError) as exc:
+            raise PeerFailure(f"no answer within {budget:.2f}s ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise TransientPeerError(f"{type(exc).__name__}: {exc}") from exc
+        return self._results(response.status_code, payload, sub)
+
+    @staticmethod
+    def _results(status: int, payload: bytes, sub: AvailabilityRequest) -> list[MailboxResult]:
+        if status == 503:
+            raise TransientPeerError("HTTP 503")
+        if status in (401, 403):
+            raise FinalPeerError(
+                f"the node refused this node's credentials (HTTP {status}); "
+                "check that both sites share the cluster secret"
+            )
+        try:
+            return list(parse_get_user_availability_response(payload, sub))
+        except EwsFaultError as fault:
+            if fault.code == "ErrorServerBusy":
+                raise TransientPeerError("ErrorServerBusy", fault.back_off_ms / 1000) from fault
+            raise FinalPeerError(f"{fault.code}: {fault.message}") from fault
+        except EwsProtocolError as exc:
+            raise PeerFailure(f"unreadable answer (HTTP {status}): {exc}") from exc
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        limit = self.forwarder.max_response_bytes
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise PeerFailure(f"answer larger than {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)

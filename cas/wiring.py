@@ -1,0 +1,151 @@
+"""Building one configuration generation of a node from a sitemap: sources, caches, services.
+
+`runtime_builder(...)` returns the function `RuntimeHolder` calls at start and on every
+reload. It assembles, for the node's site:
+
+* the site's own sources from the table of built-in kinds (`cas.sources.registry`), or the
+  readers a test injects, each wrapped in the cache with day pieces;
+* one source per other site (`PeerSite`, through the `Forwarder`) when the node has the
+  cluster secret, each wrapped in the cache with exact answers per requester (unless
+  `remote_cache_seconds` is 0);
+* the availability service over them, Autodiscover, and the authenticator.
+
+The site's own sources (connection pools) are carried over while the site's backend
+configuration is unchanged, and so is the DNS resolver (with its cache) while the `dns`
+section is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import httpx
+
+from cas.auth import BasicAuthenticator
+from cas.autodiscover import AutodiscoverService
+from cas.cache.cached import CachedSource, CachePolicy
+from cas.cache.keys import DayPieces, ExactAnswers
+from cas.cache.store import CacheStore
+from cas.observability import Metrics
+from cas.routing import local_target, site_target
+from cas.runtime import Runtime
+from cas.service import AvailabilityService
+from cas.settings import Settings
+from cas.sources.base import MailboxReader, ReaderSource, Source
+from cas.sources.peers import Forwarder, PeerSite
+from cas.sources.registry import local_sources
+from sitemap.discovery import SiteNodes, SrvResolver
+from sitemap.model import Site, Sitemap
+
+
+def local_rules(settings: Settings) -> CachePolicy:
+    """The Calendar Connector's rules for the site's own sources."""
+    return CachePolicy(
+        refresh_seconds=settings.cache_refresh_seconds,
+        query_window_seconds=settings.cache_query_window_seconds,
+        max_stale_seconds=settings.cache_max_stale_seconds,
+        negative_ttl_seconds=settings.cache_negative_seconds,
+        fetch_timeout_seconds=settings.request_timeout_seconds,
+        local_seconds=settings.cache_local_seconds,
+    )
+
+
+def remote_rules(settings: Settings) -> CachePolicy:
+    """Copies of other sites' answers: kept `remote_cache_seconds`, never served stale, read
+    by each node on its own (the other site has its own single flight)."""
+    return CachePolicy(
+        refresh_seconds=settings.remote_cache_seconds,
+        query_window_seconds=settings.cache_query_window_seconds,
+        max_stale_seconds=0.0,
+        fetch_timeout_seconds=settings.request_timeout_seconds,
+        local_seconds=0.0,
+        shared_flight=False,
+    )
+
+
+def _same_backends(old: Site, new: Site) -> bool:
+    return (old.caldav, old.legacy) == (new.caldav, new.legacy)
+
+
+def runtime_builder(
+    settings: Settings,
+    site: str,
+    injected: Mapping[str, MailboxReader] | None,
+    *,
+    secrets: list[bytes],
+    client: httpx.AsyncClient,
+    metrics: Metrics,
+    store: CacheStore,
+    cache_injected: bool = False,
+) -> Callable[[Sitemap, Runtime | None], Runtime]:
+    """A function that builds one configuration generation from a sitemap (see above)."""
+
+    def cached(source: Source) -> Source:
+        keys = DayPieces(site)
+        return CachedSource(source, store, keys, local_rules(settings), metrics=metrics)
+
+    def local(sitemap: Sitemap, previous: Runtime | None) -> dict[str, Source]:
+        config = sitemap.site(site)
+        if injected is not None:
+            made: dict[str, Source] = {
+                kind: ReaderSource(
+                    reader, name=kind, site=site, concurrency=settings.backend_concurrency
+                )
+                for kind, reader in injected.items()
+            }
+            return {kind: cached(s) for kind, s in made.items()} if cache_injected else made
+        if previous is not None and _same_backends(previous.sitemap.site(site), config):
+            return previous.local
+        return {kind: cached(s) for kind, s in local_sources(config, settings).items()}
+
+    def remote(sitemap: Sitemap, resolver: SrvResolver) -> dict[str, Source]:
+        if not secrets:
+            return {}
+        forwarder = Forwarder(
+            site,
+            SiteNodes(sitemap, resolver, local_site=site),
+            client,
+            secrets,
+            metrics=metrics,
+            attempts=settings.forward_attempts,
+            max_response_bytes=settings.max_peer_response_bytes,
+        )
+        found: dict[str, Source] = {}
+        for other in sitemap.sites:
+            if other.name == site:
+                continue
+            source: Source = PeerSite(other.name, forwarder)
+            if settings.remote_cache_seconds > 0:
+                keys = ExactAnswers(site)
+                source = CachedSource(source, store, keys, remote_rules(settings), metrics=metrics)
+            found[other.name] = source
+        return found
+
+    def build(sitemap: Sitemap, previous: Runtime | None) -> Runtime:
+        if previous is not None and previous.sitemap.dns == sitemap.dns:
+            resolver = previous.autodiscover.nodes.resolver
+        else:
+            resolver = SrvResolver(sitemap.dns)
+        mine = local(sitemap, previous)
+        others = remote(sitemap, resolver)
+        sources = {local_target(kind): s for kind, s in mine.items()}
+        sources.update({site_target(name): s for name, s in others.items()})
+        return Runtime(
+            sitemap=sitemap,
+            authenticator=BasicAuthenticator(sitemap.auth),
+            availability=AvailabilityService(
+                sitemap,
+                site,
+                sources,
+                timeout_seconds=settings.request_timeout_seconds,
+                hop_limit=settings.hop_limit,
+                metrics=metrics,
+            ),
+            autodiscover=AutodiscoverService(
+                sitemap, SiteNodes(sitemap, resolver, local_site=site)
+            ),
+            local=mine,
+            remote=others,
+        )
+
+    return build
