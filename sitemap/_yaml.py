@@ -95,6 +95,7 @@ def read_yaml(text: str, source: str) -> tuple[dict[Any, Any], list[Problem]]:
             ]
         )
     if not isinstance(data, dict):
+        assert node is not None  # data came from it
         mark = node.start_mark
         raise SitemapError(
             [

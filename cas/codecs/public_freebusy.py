@@ -239,7 +239,8 @@ def render_freebusy_response(query: LegacyQuery, items: Sequence[LegacyItem]) ->
     add(ALL_ATTENDEES, None, all_attendees((i.fbdata for i in items), length))
     for item in items:
         add(item.display_name, item.email, item.fbdata)
-    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 # --- client side ----------------------------------------------------------------------------
@@ -255,9 +256,9 @@ def _zulu(value: datetime) -> str:
 
 def freebusy_query_params(
     window: Window, interval_minutes: int, addresses: Iterable[str]
-) -> list[tuple[str, str]]:
+) -> list[tuple[str, str | int | float | bool | None]]:
     """The query a client sends, DavMail style: `cmd`, Zulu times, `u=SMTP:` per address."""
-    params = [
+    params: list[tuple[str, str | int | float | bool | None]] = [
         ("cmd", "freebusy"),
         ("start", _zulu(window.start)),
         ("end", _zulu(window.end)),

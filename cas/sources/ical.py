@@ -150,6 +150,11 @@ def expand_calendar(
     return Expansion(events_in_window(events, window), tuple(skipped), count)
 
 
+def _escape_repl(text: str) -> str:
+    """`text` as a literal in a `re.sub` replacement string."""
+    return text.replace("\\", "\\\\")
+
+
 def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
@@ -275,15 +280,16 @@ def _isolate_custom_timezones(text: str) -> str:
         renames[name] = f"{name}~{digest}"
     for name, unique in renames.items():
         escaped = re.escape(name)
+        # the replacement names the group of each pattern, so no lambda needs a closure
         text = re.sub(
             rf"^(TZID(?:;[^:\r\n]*)?:){escaped}(\r?)$",
-            lambda m, u=unique: f"{m.group(1)}{u}{m.group(2)}",
+            rf"\g<1>{_escape_repl(unique)}\g<2>",
             text,
             flags=re.M | re.I,
         )
         text = re.sub(
             rf'(;TZID=)("?){escaped}\2(?=[;:,])',
-            lambda m, u=unique: f"{m.group(1)}{m.group(2)}{u}{m.group(2)}",
+            rf"\g<1>\g<2>{_escape_repl(unique)}\g<2>",
             text,
             flags=re.I,
         )

@@ -132,9 +132,7 @@ class OldServerSource:
                     async with asyncio.timeout(self.config.timeout_seconds):
                         response = await self._client.get(
                             self.url,
-                            params=httpx.QueryParams(
-                                freebusy_query_params(window, interval, addresses)
-                            ),
+                            params=freebusy_query_params(window, interval, addresses),
                             headers={"Accept": "text/xml"},
                             auth=self._auth(),
                         )

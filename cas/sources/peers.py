@@ -259,7 +259,7 @@ class SiteCall:
         """Jittered exponential back-off, or the peer's BackOffMilliseconds, within the deadline."""
         error = retry_state.outcome.exception() if retry_state.outcome else None
         base = 0.05 * (2 ** (retry_state.attempt_number - 1))
-        pause = base * (0.5 + self.forwarder.rng.random())
+        pause: float = base * (0.5 + self.forwarder.rng.random())
         if isinstance(error, TransientPeerError) and error.back_off:
             pause = max(pause, error.back_off)
         left = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS - MIN_CALL_SECONDS

@@ -128,9 +128,7 @@ class RedisStore(CacheStore):
         elif target.kind == "sentinel":
             sentinel_kwargs = {k: v for k, v in common.items() if k not in ("username", "password")}
             sentinel_kwargs["password"] = sentinel_password
-            sentinel = Sentinel(  # type: ignore[no-untyped-call]
-                list(target.hosts), sentinel_kwargs=sentinel_kwargs, **common
-            )
+            sentinel = Sentinel(list(target.hosts), sentinel_kwargs=sentinel_kwargs, **common)
             client = sentinel.master_for(target.service, db=target.db)
             extra = list(sentinel.sentinels)
         else:

@@ -106,7 +106,8 @@ def render_get_user_settings_request(
     wanted = _sub(request, _a("RequestedSettings"))
     for name in settings:
         _sub(wanted, _a("Setting"), name)
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 # ---- reading ----------------------------------------------------------------------------------

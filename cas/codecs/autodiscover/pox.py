@@ -147,7 +147,8 @@ def _sub(parent: etree._Element, ns: str, name: str, text: str | None = None) ->
 
 
 def _serialize(root: etree._Element) -> bytes:
-    return etree.tostring(root, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(root, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 def _root() -> etree._Element:

@@ -128,7 +128,7 @@ def _operation_of(elem: etree._Element) -> str:
     """`GetDomainSettings` for `a:GetDomainSettingsRequestMessage`; ours for anything odd."""
     qname = etree.QName(elem)
     if qname.namespace == AUTODISCOVER_NS and qname.localname.endswith("RequestMessage"):
-        name = qname.localname.removesuffix("RequestMessage")
+        name: str = qname.localname.removesuffix("RequestMessage")
         if _SETTING_NAME.fullmatch(name):
             return name
     return OPERATION
@@ -228,7 +228,8 @@ def _envelope(operation: str) -> tuple[etree._Element, etree._Element]:
 
 
 def _serialize(env: etree._Element) -> bytes:
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 def render_soap_error(code: str, message: str, *, operation: str = OPERATION) -> bytes:

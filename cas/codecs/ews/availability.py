@@ -315,7 +315,7 @@ def _zone_text(timezone_name: str, year: int) -> str | None:
     except ValueError:
         return None
     holder = etree.Element(t("WorkingHours"), nsmap={"t": TYPES_NS})
-    rendered = etree.tostring(render_zone_rules(holder, rules), encoding="unicode")
+    rendered: str = etree.tostring(render_zone_rules(holder, rules), encoding="unicode")
     return rendered.replace(f' xmlns:t="{TYPES_NS}"', "", 1)
 
 

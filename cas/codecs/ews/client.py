@@ -187,7 +187,8 @@ def render_get_user_availability_request(
     sub(window, t("EndTime"), _utc(request.window.end))
     sub(options, t("MergedFreeBusyIntervalInMinutes"), str(request.interval_minutes))
     sub(options, t("RequestedView"), request.view.value)
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 # ---- the response -----------------------------------------------------------------------------

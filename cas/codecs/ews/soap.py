@@ -119,7 +119,8 @@ def text_of(parent: etree._Element, name: str) -> str | None:
 
 
 def local_name(elem: etree._Element) -> str:
-    return etree.QName(elem).localname
+    name: str = etree.QName(elem).localname
+    return name
 
 
 def parse_envelope(body: bytes) -> SoapRequest:
@@ -167,7 +168,8 @@ def _envelope(server_version_header: bool) -> tuple[etree._Element, etree._Eleme
 
 def _serialize(env: etree._Element) -> bytes:
     # No namespace clean-up: faultcode carries a QName in its text ("a:Code").
-    return etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    out: bytes = etree.tostring(env, xml_declaration=True, encoding="utf-8")
+    return out
 
 
 def render_envelope(
