@@ -118,7 +118,8 @@ def _add_lab_seed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def lab(args: argparse.Namespace) -> int:
-    from caslab.runner import LabOptions, run_lab
+    from caslab.runner import LabOptions
+    from caslab.supervise import run_lab
 
     if args.sites < 1 or args.nodes_per_site < 1 or args.mailboxes_per_site < 1:
         raise UsageError("--sites, --nodes-per-site and --mailboxes-per-site must be at least 1")
@@ -189,7 +190,8 @@ def lab_dns(args: argparse.Namespace) -> int:
 
 
 def lab_seed(args: argparse.Namespace) -> int:
-    from caslab.parts import LabInputError, LabPartError, read_password, seed_sitemap
+    from caslab.parts import LabInputError, LabPartError, read_password
+    from caslab.seedjob import seed_sitemap
 
     try:
         password = read_password(args.caldav_password_file)

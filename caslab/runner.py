@@ -30,14 +30,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import yaml
 
 from caslab.dnsserver import DnsResponder
+from caslab.documents import legacy_dn, manifest_document, write_sitemap
 from caslab.faultproxy import FaultProxy
-from caslab.oldserver.process import LegacyServer, LegacyServerError
+from caslab.oldserver.process import LegacyServer
 from caslab.process import free_port
-from caslab.radicale import RadicaleError, RadicaleServer, ensure_calendar, put_event
-from caslab.redis import RedisProcess, RedisProcessError, find_redis_server
+from caslab.radicale import RadicaleServer, ensure_calendar, put_event
+from caslab.redis import RedisProcess, find_redis_server
 from caslab.seed import (
     SeedMailbox,
     generate_calendar,
@@ -45,10 +45,8 @@ from caslab.seed import (
     generate_mailboxes,
     merge_calendars,
 )
-from caslab.summary import print_summary
 from caslab.tls import CertPair, issue_cert, make_ca
 from caslab.topology import DOMAIN, LabTopology, lab_topology
-from caslab.watch import Followed, LogWatcher
 
 LEGACY_SITES = 2  # the first two sites keep some mailboxes on the old server
 LEGACY_PER_SITE = 3
@@ -198,12 +196,12 @@ class Lab:
         self._start_legacy()
         asyncio.run(self._seed_all())
         self._serve_dns()
-        self.sitemap_path = self._write_sitemap()
+        self.sitemap_path = write_sitemap(self)
         for site in self.sites:
             for index, port in enumerate(site.node_ports):
                 self._start_node(site.name, index, port)
         self._wait_for_nodes()
-        manifest = self.manifest()
+        manifest = manifest_document(self)
         path = self.manifest_path
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -264,7 +262,7 @@ class Lab:
     def _start_legacy(self) -> None:
         """One old server for the legacy mailboxes of every site that has some."""
         people = {
-            m.address: (self._legacy_dn(site.name, m), m.display_name)
+            m.address: (legacy_dn(site.name, m), m.display_name)
             for site in self.sites
             for m in site.legacy_mailboxes
         }
@@ -272,10 +270,6 @@ class Lab:
             return
         self.legacy = LegacyServer(self.root / "legacy", people)
         self.legacy.start()
-
-    @staticmethod
-    def _legacy_dn(site: str, mailbox: SeedMailbox) -> str:
-        return f"/o=Contoso/ou={site.upper()}/cn=Recipients/cn={mailbox.address.split('@')[0]}"
 
     def _serve_dns(self) -> None:
         """SRV for Autodiscover (any node) and for each site's nodes, A records for targets.
@@ -293,71 +287,6 @@ class Lab:
             self.dns.set_srv(site.srv, records, ttl=30)
             every += records
         self.dns.set_srv(f"_autodiscover._tcp.{DOMAIN}", every, ttl=30)
-
-    def _write_sitemap(self) -> Path:
-        secret_dir = self.root / "secrets"
-        document = {
-            "settings": {
-                "cluster_secret_file": str(secret_dir / "cluster"),
-                "peer_ca_file": str(self.ca.cert),
-                "admin_token_file": str(secret_dir / "admin-token"),
-                "shutdown_drain_seconds": 0,  # no load balancer to drain from on loopback
-            },
-            "domains": [DOMAIN],
-            "dns": {"nameservers": ["127.0.0.1"], "port": self.dns.port, "timeout_seconds": 1},
-            "auth": {
-                "users": [
-                    {"username": self.client_user, "password_file": str(secret_dir / "client")}
-                ]
-            },
-            "sites": [self._site_document(site, secret_dir) for site in self.sites],
-            "mailboxes": [
-                {
-                    "address": m.address,
-                    "site": site.name,
-                    "kind": "modern",
-                    "display_name": m.display_name,
-                    "timezone": m.timezone,
-                }
-                for site in self.sites
-                for m in site.mailboxes
-            ]
-            + [
-                {
-                    "address": m.address,
-                    "site": site.name,
-                    "kind": "legacy",
-                    "legacy_dn": self._legacy_dn(site.name, m),
-                    "display_name": m.display_name,
-                    "timezone": m.timezone,
-                }
-                for site in self.sites
-                for m in site.legacy_mailboxes
-            ],
-        }
-        path = self.root / "sitemap.yaml"
-        path.write_text(yaml.safe_dump(document, sort_keys=False))
-        return path
-
-    def _site_document(self, site: LabSite, secret_dir: Path) -> dict[str, object]:
-        part = self.topology.site(site.name)
-        document: dict[str, object] = {
-            "name": site.name,
-            "timezone": site.timezone,
-            "srv": site.srv,
-            "costs": dict(part.costs),
-            "caldav": {
-                "url": site.backend_url,
-                "username": "cas",
-                "max_connections": 16,
-                "password_file": str(secret_dir / "caldav-cas"),
-            },
-        }
-        if site.legacy_mailboxes and self.legacy is not None:
-            document["legacy"] = {"url": self.legacy.public_url}
-        if site.redis is not None:
-            document["redis"] = site.redis.url
-        return document
 
     def _start_node(self, site: str, index: int, port: int) -> None:
         name = self.topology.site(site).nodes[index].name
@@ -397,59 +326,6 @@ class Lab:
 
     # --- describe -------------------------------------------------------------------------
 
-    def manifest(self) -> dict[str, object]:
-        return {
-            "domain": DOMAIN,
-            "topology": self.topology.as_dict(),
-            "dns": {"host": "127.0.0.1", "port": self.dns.port},
-            "ca_cert": str(self.ca.cert),
-            "sitemap": str(self.sitemap_path),
-            "client": {"username": self.client_user, "password": self.passwords["client"]},
-            "admin_token": self.passwords["admin-token"],
-            "sites": [
-                {
-                    "name": site.name,
-                    "nodes": site.nodes,
-                    "srv": site.srv,
-                    "caldav": {
-                        "url": site.radicale.url + "/",
-                        "username": "admin",
-                        "password": self.passwords["caldav-admin"],
-                    },
-                    "legacy": {"url": self.legacy.public_url}
-                    if site.legacy_mailboxes and self.legacy is not None
-                    else None,
-                    "redis": site.redis.url if site.redis is not None else None,
-                }
-                for site in self.sites
-            ],
-            "mailboxes": [
-                {
-                    "address": m.address,
-                    "site": site.name,
-                    "kind": "modern",
-                    "display_name": m.display_name,
-                    "timezone": m.timezone,
-                    "calendar_url": f"{site.radicale.url}/{m.address}/calendar/",
-                }
-                for site in self.sites
-                for m in site.mailboxes
-            ]
-            + [
-                {
-                    "address": m.address,
-                    "site": site.name,
-                    "kind": "legacy",
-                    "display_name": m.display_name,
-                    "timezone": m.timezone,
-                    "legacy_dn": self._legacy_dn(site.name, m),
-                    "legacy_url": self.legacy.public_url if self.legacy else None,
-                }
-                for site in self.sites
-                for m in site.legacy_mailboxes
-            ],
-        }
-
     # --- stop -----------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -481,48 +357,3 @@ class Lab:
             self.manifest_path.unlink(missing_ok=True)  # it describes a lab that is gone
         if self._temporary:
             shutil.rmtree(self.root, ignore_errors=True)
-
-
-def run_lab(options: LabOptions) -> int:
-    lab = Lab(options)
-
-    def on_signal(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt  # while starting or running: the finally below stops every part
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-
-    # Both signals stop the lab the same way, set explicitly: a process started in the
-    # background of a script inherits SIGINT ignored, and Ctrl-C must still stop it.
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    watcher: LogWatcher | None = None
-    try:
-        try:
-            manifest = lab.start()
-        except (LabError, RadicaleError, RedisProcessError, LegacyServerError, OSError) as exc:
-            print(f"cas lab: {exc}", file=sys.stderr)
-            return 1
-        watcher = LogWatcher([Followed(n.name, n.log) for n in lab.nodes], say)
-        print_summary(manifest, lab.manifest_path, lab.root, state_kept=not lab.temporary)
-        watcher.start()
-        deadline = None if options.duration is None else time.monotonic() + options.duration
-        while deadline is None or time.monotonic() < deadline:
-            for node in lab.nodes:
-                if node.process.poll() is not None:
-                    print(
-                        f"cas lab: node {node.name} ({node.url}) exited "
-                        f"(status {node.process.returncode}); see {node.log}",
-                        file=sys.stderr,
-                    )
-                    return 1
-            time.sleep(0.2)
-        return 0
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if watcher is not None:
-            watcher.stop()
-        say("cas lab: stopping every part")
-        lab.stop()

@@ -23,12 +23,12 @@ from cas import cli
 from caslab.dnsserver import DnsResponder
 from caslab.parts import (
     LabInputError,
-    _calendar_name,
     load_zone,
     prepare_tls,
     read_password,
     serve_zone,
 )
+from caslab.seedjob import _calendar_name
 from sitemap.model import CalDavBackendConfig, Mailbox, Site
 
 ROOT = Path(__file__).resolve().parents[3]
