@@ -310,6 +310,9 @@ def _isolate_custom_timezones(text: str) -> str:
     return text
 
 
+isolate_custom_timezones = _isolate_custom_timezones
+
+
 # --- the REPORT answer ----------------------------------------------------------------------
 
 _XML_PARSER = etree.XMLParser(
@@ -398,5 +401,6 @@ __all__ = [
     "busy_type_of",
     "events_from_calendar",
     "expand_calendar",
+    "isolate_custom_timezones",
     "parse_multistatus",
 ]
