@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from urllib.parse import quote, urljoin
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 from cas.errors import BackendFailure, CalendarNotFound
 from cas.sources.davxml import (
@@ -125,8 +125,8 @@ class CalendarFinder:
         found = []
         any_calendar = False
         for member in parse_collections(body):
-            url = urljoin(home, member.href)
-            if not member.is_calendar or url.rstrip("/") == home.rstrip("/"):
+            url = same_form(urljoin(home, member.href))
+            if not member.is_calendar or url.rstrip("/") == same_form(home).rstrip("/"):
                 continue
             any_calendar = True
             if member.holds_events and not member.transparent:
@@ -175,4 +175,12 @@ class CalendarFinder:
         return self._search_roots
 
 
-__all__ = ["CalendarFinder", "DavRequest"]
+def same_form(url: str) -> str:
+    """`url` with its path escaped one way (`%40` and `@` alike become `@`), so that one
+    calendar named by two servers' spellings is one calendar."""
+    parts = urlsplit(url)
+    path = quote(unquote(parts.path), safe="/@+:~!$&'()*,;=")
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
+
+
+__all__ = ["CalendarFinder", "DavRequest", "same_form"]
