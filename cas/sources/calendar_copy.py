@@ -18,12 +18,14 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import icalendar
 
 from cas.model.freebusy import Window
 from cas.sources.ical import CalendarObject, isolate_custom_timezones
+from cas.sources.recurrence import time_of
 
 SPAN_MARGIN = timedelta(days=2)
 _DEFAULT_LENGTH = timedelta(days=1)
@@ -96,7 +98,7 @@ def _span(ics: str) -> Span:
     open_ended = False
     for calendar in calendars:
         for event in calendar.walk("VEVENT"):
-            first = event["DTSTART"].dt
+            first = time_of(event, "DTSTART")
             length = _length(event, first)
             points = [first, *_dates(event, "RDATE"), *_dates(event, "RECURRENCE-ID")]
             starts.extend(_utc(p) for p in points)
@@ -121,14 +123,14 @@ _EMPTY = Span(datetime.max.replace(tzinfo=UTC) - SPAN_MARGIN, datetime.min.repla
 
 def _length(event: icalendar.cal.Component, first: date | datetime) -> timedelta:
     if "DTEND" in event:
-        return max(_utc(event["DTEND"].dt) - _utc(first), timedelta(0))
+        return max(_utc(time_of(event, "DTEND")) - _utc(first), timedelta(0))
     if "DURATION" in event:
-        return max(event["DURATION"].dt, timedelta(0))
+        return max(time_of(event, "DURATION"), timedelta(0))
     return _DEFAULT_LENGTH
 
 
 def _dates(event: icalendar.cal.Component, name: str) -> list[date | datetime]:
-    found = event.get(name)
+    found: Any = event.get(name)
     if found is None:
         return []
     values: list[date | datetime] = []
@@ -144,7 +146,7 @@ def _dates(event: icalendar.cal.Component, name: str) -> list[date | datetime]:
 
 def _period_ends(event: icalendar.cal.Component) -> list[datetime]:
     """Ends of RDATE;VALUE=PERIOD values, which carry their own end or duration."""
-    found = event.get("RDATE")
+    found: Any = event.get("RDATE")
     ends: list[datetime] = []
     for prop in found if isinstance(found, list) else [found] if found is not None else []:
         for item in prop.dts:
@@ -157,7 +159,7 @@ def _period_ends(event: icalendar.cal.Component) -> list[datetime]:
 
 
 def _rules(event: icalendar.cal.Component) -> list[icalendar.vRecur]:
-    found = event.get("RRULE")
+    found: Any = event.get("RRULE")
     if found is None:
         return []
     return list(found) if isinstance(found, list) else [found]

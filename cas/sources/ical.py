@@ -38,7 +38,7 @@ from lxml import etree
 
 from cas.errors import BackendFailure
 from cas.model.freebusy import BusyType, Event, EventDetails, Window, events_in_window
-from cas.sources.recurrence import absolute, override_span, take_exceptions
+from cas.sources.recurrence import absolute, override_span, take_exceptions, time_of
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +229,7 @@ def _event(
     end = _absolute(end_value, zone)
     is_recurring = is_exception or "RRULE" in component or "RDATE" in component
     if is_exception:
-        recurrence = _recurrence_text(component["RECURRENCE-ID"].dt, zone)
+        recurrence = _recurrence_text(time_of(component, "RECURRENCE-ID"), zone)
     elif is_recurring:
         recurrence = _recurrence_text(start_value, zone)
     else:

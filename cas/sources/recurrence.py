@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
+from typing import Any
 
 import icalendar
 
@@ -44,7 +45,7 @@ class SeriesExceptions:
     def kept_overrides(self, zone: tzinfo) -> Iterator[icalendar.cal.Component]:
         """The overrides whose own occurrence is not excluded by an EXDATE."""
         for override in self.overrides:
-            if not self._excludes(override.get("RECURRENCE-ID").dt, zone):
+            if not self._excludes(time_of(override, "RECURRENCE-ID"), zone):
                 yield override
 
     def _excludes(self, start: date | datetime, zone: tzinfo) -> bool:
@@ -75,14 +76,20 @@ def take_exceptions(calendar: icalendar.Calendar, zone: tzinfo) -> dict[str, Ser
 
 def override_span(override: icalendar.cal.Component) -> tuple[date | datetime, date | datetime]:
     """Start and end of an override: DTEND, else DTSTART + DURATION, else a day or an instant."""
-    start = override["DTSTART"].dt
+    start = time_of(override, "DTSTART")
     if "DTEND" in override:
-        return start, override["DTEND"].dt
+        return start, time_of(override, "DTEND")
     if "DURATION" in override:
-        return start, start + override["DURATION"].dt
+        return start, start + time_of(override, "DURATION")
     if isinstance(start, datetime):
         return start, start
     return start, start + timedelta(days=1)
+
+
+def time_of(component: icalendar.cal.Component, name: str) -> Any:
+    """The value of a date, date-time or duration property (`.dt`); icalendar types it loosely."""
+    prop: Any = component[name]
+    return prop.dt
 
 
 def absolute(value: date | datetime, zone: tzinfo) -> datetime:
@@ -105,13 +112,13 @@ def _take(
         else:
             days.add(value)
     master.pop("EXDATE", None)
-    replaced = frozenset(absolute(o["RECURRENCE-ID"].dt, zone) for o in overrides)
+    replaced = frozenset(absolute(time_of(o, "RECURRENCE-ID"), zone) for o in overrides)
     return SeriesExceptions(frozenset(excluded), frozenset(days), tuple(overrides), replaced)
 
 
 def _exdates(master: icalendar.cal.Component) -> Iterator[date | datetime]:
     """Every EXDATE value of `master` (the property may repeat and hold lists)."""
-    found = master.get("EXDATE")
+    found: Any = master.get("EXDATE")
     if found is None:
         return
     for prop in found if isinstance(found, list) else [found]:
@@ -120,11 +127,12 @@ def _exdates(master: icalendar.cal.Component) -> Iterator[date | datetime]:
 
 
 def _has_range(override: icalendar.cal.Component) -> bool:
-    return "RANGE" in override["RECURRENCE-ID"].params
+    prop: Any = override["RECURRENCE-ID"]
+    return "RANGE" in prop.params
 
 
 def _local_day(value: date | datetime) -> date:
     return value.date() if isinstance(value, datetime) else value
 
 
-__all__ = ["SeriesExceptions", "absolute", "override_span", "take_exceptions"]
+__all__ = ["SeriesExceptions", "absolute", "override_span", "take_exceptions", "time_of"]
