@@ -35,7 +35,9 @@ from sitemap._checks import (
     resolve_path,
 )
 from sitemap.model import (
+    DISCOVERY_MODES,
     CalDavBackendConfig,
+    DiscoveryMode,
     DnsConfig,
     LegacyServerConfig,
     SecretRef,
@@ -50,7 +52,8 @@ SITE_FIELDS = (
 HOURS_FIELDS = ("days", "start", "end")
 CALDAV_FIELDS = (
     "url", "username", "password_env", "password_file", "calendar_path",
-    "max_connections", "timeout_seconds", "verify_tls",
+    "max_connections", "timeout_seconds", "verify_tls", "discovery", "principal_path",
+    "discovery_refresh_seconds",
 )  # fmt: skip
 LEGACY_FIELDS = ("url", "username", "password_env", "password_file", "timeout_seconds")
 REDIS_FIELDS = ("url", "password_env", "password_file")
@@ -91,6 +94,10 @@ def _caldav(fields: Fields | None, base_dir: Path) -> CalDavBackendConfig | None
     connections = fields.get("max_connections", as_positive_int)
     timeout = fields.get("timeout_seconds", as_positive_number)
     verify = fields.get("verify_tls", lambda v: _verify_tls(v, base_dir))
+    mode = fields.get("discovery", _discovery_mode)
+    principal = fields.get("principal_path", as_template)
+    refresh = fields.get("discovery_refresh_seconds", as_positive_number)
+    _check_discovery_fields(fields, mode or default.discovery)
     if link is None:
         return None
     return CalDavBackendConfig(
@@ -101,7 +108,36 @@ def _caldav(fields: Fields | None, base_dir: Path) -> CalDavBackendConfig | None
         max_connections=default.max_connections if connections is None else connections,
         timeout_seconds=default.timeout_seconds if timeout is None else timeout,
         verify_tls=default.verify_tls if verify is None else verify,
+        discovery=_MODES[mode] if mode is not None else default.discovery,
+        principal_path=default.principal_path if principal is None else principal,
+        discovery_refresh_seconds=(
+            default.discovery_refresh_seconds if refresh is None else refresh
+        ),
     )
+
+
+_MODES: dict[str, DiscoveryMode] = {mode: mode for mode in DISCOVERY_MODES}
+
+
+def _discovery_mode(value: Any) -> str:
+    mode = as_text(value)
+    if mode not in _MODES:
+        raise Invalid(f"expected one of {', '.join(DISCOVERY_MODES)}, got {mode!r}")
+    return mode
+
+
+def _check_discovery_fields(fields: Fields, mode: str) -> None:
+    """Each path belongs to one mode: a path the chosen mode never reads is a mistake."""
+    if mode != "template" and "calendar_path" in fields.data:
+        fields.problem(
+            "calendar_path", f"only read with discovery: template (this site has {mode})"
+        )
+    if mode != "principal" and "principal_path" in fields.data:
+        fields.problem(
+            "principal_path", f"only read with discovery: principal (this site has {mode})"
+        )
+    if mode == "template" and "discovery_refresh_seconds" in fields.data:
+        fields.problem("discovery_refresh_seconds", "only read with discovery: principal or search")
 
 
 def _verify_tls(value: Any, base_dir: Path) -> bool | str:

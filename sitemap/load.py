@@ -19,7 +19,8 @@ The full reference of the format is `docs/sitemap.md`; in short::
         working_hours: {days: [Monday, Friday], start: "08:00", end: "17:00"}
         caldav: {url: http://127.0.0.1:5232/, username: cas, password_env: CAS_EU_CALDAV_PASSWORD,
                  calendar_path: "{address}/calendar/", max_connections: 10,
-                 timeout_seconds: 10, verify_tls: true}
+                 timeout_seconds: 10, verify_tls: true,
+                 discovery: template}        # or principal (principal_path) or search
         legacy: {url: http://127.0.0.1:8080/public/, username: fb, password_env: CAS_EU_LEGACY,
                  timeout_seconds: 10}
         redis: redis://127.0.0.1:6379/0     # redis://, rediss:// or unix://; no password inside

@@ -48,12 +48,20 @@ class SecretRef:
         return f"env:{self.env}" if self.env is not None else f"file:{self.file}"
 
 
+DiscoveryMode = Literal["template", "principal", "search"]
+DISCOVERY_MODES: tuple[DiscoveryMode, ...] = ("template", "principal", "search")
+
+
 @dataclass(frozen=True, slots=True)
 class CalDavBackendConfig:
     """A site's CalDAV mailbox backend.
 
-    `calendar_path` is a template relative to `url`; `{address}` and `{local}` (the part before
-    the @) are filled in per mailbox unless the mailbox names its own `calendar_url`.
+    `discovery` says which calendars count for a mailbox: `template`, the one calendar at
+    `calendar_path`; `principal`, every opaque calendar in the calendar home of the principal at
+    `principal_path`; `search`, the same for the principal a search by address finds. Both paths
+    are templates relative to `url`; `{address}` and `{local}` (the part before the @) are
+    filled in per mailbox. A mailbox's own `calendar_url` always wins. Discovered calendars are
+    found again after `discovery_refresh_seconds`.
     """
 
     url: str
@@ -63,6 +71,9 @@ class CalDavBackendConfig:
     max_connections: int = 10
     timeout_seconds: float = 10.0
     verify_tls: bool | str = True
+    discovery: DiscoveryMode = "template"
+    principal_path: str = "{address}/"
+    discovery_refresh_seconds: float = 3600.0
 
 
 @dataclass(frozen=True, slots=True)

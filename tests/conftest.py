@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.support.processes",
     "tests.support.leftovers",
     "tests.support.radicale",
+    "tests.support.xandikos",
     "tests.support.redis",
 ]

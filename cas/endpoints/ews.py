@@ -103,6 +103,10 @@ class EwsEndpoint:
     ) -> bytes:
         request = decode_availability(soap)
         check_limits(request, self.limits)
+        if not request.free_busy:
+            # Suggestions alone: nobody's calendar is needed for the (error) answer.
+            log.info("GetUserAvailability: suggestions only, %d mailboxes", len(request.mailboxes))
+            return ews.render_get_user_availability(request, ())
         started = time.monotonic()
         service = runtime.availability
         ask = service.ask(

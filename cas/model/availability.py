@@ -83,7 +83,12 @@ class MailboxQuery:
 
 @dataclass(frozen=True, slots=True)
 class AvailabilityRequest:
-    """Free/busy for `mailboxes` over `window`, answered in the requester's time zone `tz`."""
+    """Free/busy for `mailboxes` over `window`, answered in the requester's time zone `tz`.
+
+    `free_busy` is False when the client asked only for meeting suggestions (then `window` is
+    the suggestions window and nobody's calendar needs reading); `suggestions` says whether it
+    asked for them at all. Suggestions are not produced yet: they are answered with an error.
+    """
 
     mailboxes: tuple[MailboxQuery, ...]
     window: Window
@@ -91,6 +96,8 @@ class AvailabilityRequest:
     view: FreeBusyView
     tz: tzinfo
     server_version: str | None = None
+    free_busy: bool = True
+    suggestions: bool = False
 
 
 MailboxResult = MailboxData | MailboxError
@@ -117,10 +124,17 @@ def check_limits(request: AvailabilityRequest, limits: Limits) -> None:
     # Whole days, as Exchange counts them: 62 days and 23 hours pass, 63 days fail.
     days = request.window.duration // timedelta(days=1)
     if days > limits.max_window_days:
+        which = (
+            "FreeBusyViewOptions.TimeWindow"
+            if request.free_busy
+            else "SuggestionsViewOptions.DetailedSuggestionsWindow"
+        )
         raise TimeIntervalTooBig(
-            "FreeBusyViewOptions.TimeWindow is too long. "
+            f"{which} is too long. "
             f"The allowed limit = {limits.max_window_days} days; the actual limit = {days} days."
         )
+    if not request.free_busy:
+        return  # no merged free/busy string is made, so its interval does not matter
     interval = request.interval_minutes
     if not MIN_INTERVAL_MINUTES <= interval <= MAX_INTERVAL_MINUTES:
         raise InvalidMergedInterval(

@@ -1,29 +1,42 @@
-"""The CalDAV mailbox backend: reads a mailbox's calendar from a CalDAV server (RFC 4791).
+"""The CalDAV mailbox backend: reads a mailbox's calendars from a CalDAV server (RFC 4791).
 
-`CalDavBackend.fetch` sends one calendar-query REPORT per mailbox (Depth: 1, VEVENTs overlapping
-the window, `getetag` + `calendar-data`), and expands the answer with `cas.sources.ical`. Requests
-run in parallel up to `max_connections` per backend; every httpx, HTTP and data failure becomes a
+`CalDavBackend.fetch` finds the calendars that count for the mailbox (`cas.sources.discovery`:
+a template, the principal's calendar home, or a principal search), brings the node's copy of
+each in step with the server, picks the objects that can touch the window
+(`cas.sources.calendar_copy`), and expands them with `cas.sources.ical`. Requests run in parallel
+up to `max_connections` per backend; every httpx, HTTP and data failure becomes a
 `BackendFailure` naming the URL, in one place (`_edge`).
+
+Why the node keeps a copy instead of asking for a time range: servers filter `calendar-query`
+time ranges of recurring objects with bugs of their own (Xandikos 0.4.10 leaves out an object
+whose only occurrence in the range comes from RDATE, and that time showed as free). So the
+server is asked only what changed: a sync-collection REPORT (RFC 6578) from the last token,
+whose answer is empty when nothing did; objects it names without data are fetched with
+calendar-multiget. A server without sync-collection is read whole (calendar-query without a
+time range) on every fetch. An invalid token starts the copy afresh. At most
+`MAX_KEPT_CALENDARS` copies are kept per backend, the least recently used dropped first.
 
 Why the events are expanded here and not by the server: a free-busy-query (RFC 4791 §7.10) answers
 only FBTYPE periods, so it can carry neither OOF (X-MICROSOFT-CDO-BUSYSTATUS) nor the subject,
 location and flags a Detailed view needs, and it folds cancelled events into FREE; server-side
 `<C:expand>` is optional, implemented unevenly across servers, and returns UTC instances without
 their overrides' RECURRENCE-ID or the original zone. The stored objects with client-side expansion
-give the same answer from every server. The server's time-range is widened by a day on each side
-because servers compare floating and all-day times as UTC while we read them in the owner's zone;
-`ical` trims to the exact window.
+give the same answer from every server.
+
+Authentication is HTTP Basic. A server that offers only other schemes (Digest, Negotiate) gets a
+`BackendFailure` naming what its `WWW-Authenticate` asked for.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from urllib.parse import quote, urljoin
 
 import httpx
 
@@ -36,8 +49,12 @@ from cas.model.freebusy import (
     default_working_hours,
 )
 from cas.sources.base import http_edge
+from cas.sources.calendar_copy import CalendarCopy
+from cas.sources.davxml import parse_sync_collection, render_multiget, render_sync_collection
+from cas.sources.discovery import CalendarFinder
 from cas.sources.ical import (
     CalendarDataError,
+    CalendarObject,
     events_from_calendar,
     parse_ctag,
     parse_multistatus,
@@ -49,15 +66,19 @@ from sitemap.model import (
     WorkingHoursSpec,
 )
 
+# The window a copy's objects are picked for is widened by a day on each side: floating and
+# all-day times are placed in the owner's zone only at expansion; `ical` trims to the window.
 QUERY_MARGIN = timedelta(days=1)
+MAX_KEPT_CALENDARS = 5000
+MAX_SYNC_ROUNDS = 50  # a server that truncates sync answers is asked again, this many times
+_XML = {"Content-Type": 'application/xml; charset="utf-8"'}
 
-# HTTP status of a REPORT answer -> what it means for the mailbox.
+# HTTP status of an answer -> what it means for the mailbox.
 _STATUS_MESSAGES: dict[int, str] = {
     401: "backend refused credentials (HTTP 401) at {url}",
     403: "backend refused credentials (HTTP 403) at {url}",
     404: "calendar not found at {url}",
 }
-
 
 CTAG_PROPFIND = (
     b'<?xml version="1.0" encoding="utf-8"?>'
@@ -66,16 +87,18 @@ CTAG_PROPFIND = (
 )
 
 
-def render_calendar_query(window: Window) -> bytes:
-    """The REPORT body: VEVENTs overlapping `window` (sent in UTC), with etag and data."""
-    start, end = (_utc_stamp(t) for t in (window.start, window.end))
+def render_calendar_query(window: Window | None) -> bytes:
+    """The calendar-query body: VEVENTs (overlapping `window`, sent in UTC, when given)."""
+    time_range = ""
+    if window is not None:
+        start, end = (_utc_stamp(t) for t in (window.start, window.end))
+        time_range = f'<C:time-range start="{start}" end="{end}"/>'
     return (
         '<?xml version="1.0" encoding="utf-8"?>\n'
         '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
         "<D:prop><D:getetag/><C:calendar-data/></D:prop>"
         '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
-        f'<C:time-range start="{start}" end="{end}"/>'
-        "</C:comp-filter></C:comp-filter></C:filter>"
+        f"{time_range}</C:comp-filter></C:comp-filter></C:filter>"
         "</C:calendar-query>"
     ).encode()
 
@@ -95,6 +118,10 @@ def working_hours_of(
     return WorkingHours(
         zone, (WorkingPeriod(tuple(spec.days), spec.start_minute, spec.end_minute),)
     )
+
+
+class _SyncUnsupported(Exception):
+    """The server does not answer sync-collection on this calendar."""
 
 
 class CalDavBackend:
@@ -122,6 +149,8 @@ class CalDavBackend:
         self._owns_client = client is None
         self._client = client if client is not None else self._make_client(config)
         self._gate = asyncio.Semaphore(config.max_connections)
+        self._finder = CalendarFinder(config, self._dav)
+        self._copies: OrderedDict[str, CalendarCopy] = OrderedDict()
 
     @classmethod
     def for_site(cls, site: Site, *, client: httpx.AsyncClient | None = None) -> CalDavBackend:
@@ -152,31 +181,31 @@ class CalDavBackend:
         )
 
     def calendar_url(self, mailbox: Mailbox) -> str:
-        """The mailbox's own `calendar_url`, else `url` joined with the `calendar_path` template."""
-        if mailbox.calendar_url:
-            return mailbox.calendar_url
-        path = self.config.calendar_path.format(
-            address=quote(mailbox.address, safe="@+"),
-            local=quote(mailbox.local_part, safe="+"),
-        )
-        base = self.config.url if self.config.url.endswith("/") else self.config.url + "/"
-        return urljoin(base, path.lstrip("/"))
+        """Where the mailbox's calendar data starts: its own `calendar_url`; else the template's
+        calendar (`discovery: template`), its principal (`principal`) or the server (`search`).
+        """
+        if mailbox.calendar_url or self.config.discovery == "template":
+            return self._finder.template_url(mailbox)
+        if self.config.discovery == "principal":
+            return self._finder.principal_url(mailbox)
+        return self.config.url
+
+    async def calendars(self, mailbox: Mailbox) -> tuple[str, ...]:
+        """The URLs of the calendars that count for `mailbox` (found, or kept from before)."""
+        with self._edge(self.calendar_url(mailbox)):
+            return await self._finder.calendars(mailbox)
 
     async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
-        url = self.calendar_url(mailbox)
         query = Window(window.start - QUERY_MARGIN, window.end + QUERY_MARGIN)
-        async with self._gate:
-            with self._edge(url):
-                async with asyncio.timeout(self.config.timeout_seconds):
-                    response = await self._read_only_request(
-                        "REPORT",
-                        url,
-                        render_calendar_query(query),
-                        {"Depth": "1", "Content-Type": 'application/xml; charset="utf-8"'},
-                    )
-                self._expect_207(response, url)
-                objects = parse_multistatus(response.content)
-        with self._edge(url):
+        calendars = await self.calendars(mailbox)
+        try:
+            objects = await self._read_calendars(calendars, query)
+        except CalendarNotFound:
+            if calendars == (self._finder.template_url(mailbox),):
+                raise
+            self._finder.forget(mailbox)  # a discovered calendar is gone: look again, once
+            objects = await self._read_calendars(await self.calendars(mailbox), query)
+        with self._edge(calendars[0] if calendars else self.config.url):
             events = events_from_calendar(objects, window, mailbox.timezone or self.default_tz)
             try:
                 hours = working_hours_of(mailbox, self.default_tz, self.site_working_hours)
@@ -185,23 +214,106 @@ class CalDavBackend:
         return MailboxData(events=tuple(events), working_hours=hours)
 
     async def ctag(self, mailbox: Mailbox) -> str | None:
-        """The calendar's change tag (CalendarServer `getctag`, else WebDAV `sync-token`).
+        """A change tag of the mailbox's calendars (CalendarServer `getctag`, else `sync-token`).
 
-        One small PROPFIND: when it equals the tag a cached copy was read under, the calendar
-        has not changed. None when the server offers neither.
+        One small PROPFIND per calendar: when the tag equals the one a cached copy was read
+        under, nothing changed. With several calendars the tag is a digest of all of them (and
+        of which calendars they are). None when a calendar offers neither.
         """
-        url = self.calendar_url(mailbox)
+        calendars = await self.calendars(mailbox)
+        tags = await asyncio.gather(*(self._ctag_of(url) for url in calendars))
+        if any(tag is None for tag in tags):
+            return None
+        if len(calendars) == 1:
+            return tags[0]
+        joined = "\n".join(f"{url}\t{tag}" for url, tag in zip(calendars, tags))
+        return "calendars:" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+    async def _ctag_of(self, url: str) -> str | None:
+        body = await self._dav("PROPFIND", url, CTAG_PROPFIND, "0")
+        with self._edge(url):
+            return parse_ctag(body)
+
+    # --- keeping copies in step ----------------------------------------------------------------
+
+    async def _read_calendars(
+        self, calendars: Sequence[str], query: Window
+    ) -> list[CalendarObject]:
+        found = await asyncio.gather(*(self._read_calendar(url, query) for url in calendars))
+        return [item for objects in found for item in objects]
+
+    async def _read_calendar(self, url: str, query: Window) -> list[CalendarObject]:
+        copy = self._copy(url)
+        async with copy.lock:
+            if copy.sync_supported is not False:
+                try:
+                    await self._sync(copy)
+                    copy.sync_supported = True
+                    return copy.candidates(query)
+                except _SyncUnsupported:
+                    pass
+            body = await self._dav("REPORT", url, render_calendar_query(None), "1")
+            with self._edge(url):
+                copy.replace_all(parse_multistatus(body))
+            copy.sync_supported = False  # known only once the whole read worked
+            return copy.candidates(query)
+
+    def _copy(self, url: str) -> CalendarCopy:
+        copy = self._copies.get(url)
+        if copy is None:
+            copy = self._copies[url] = CalendarCopy(url)
+            while len(self._copies) > MAX_KEPT_CALENDARS:
+                self._copies.popitem(last=False)
+        self._copies.move_to_end(url)
+        return copy
+
+    async def _sync(self, copy: CalendarCopy) -> None:
+        """Apply what changed since `copy.token` (everything, without a token)."""
+        url = copy.url
+        for _ in range(MAX_SYNC_ROUNDS):
+            response = await self._send("REPORT", url, render_sync_collection(copy.token), "0")
+            if response.status_code != 207:
+                if copy.token is not None and b"valid-sync-token" in response.content:
+                    copy.reset()  # the server forgot the token: start afresh
+                    continue
+                if response.status_code in (400, 403, 405, 409, 415, 422, 501):
+                    raise _SyncUnsupported
+                self._expect_207(response, url)
+            with self._edge(url):
+                answer = parse_sync_collection(response.content, url)
+                if answer.token is None:
+                    raise _SyncUnsupported
+                fetched = await self._multiget(url, answer.without_data)
+            copy.remove(answer.removed)
+            copy.store(answer.changed)
+            copy.store(fetched)
+            copy.token = answer.token
+            if not answer.truncated:
+                return
+        raise BackendFailure(f"sync of {url} did not finish in {MAX_SYNC_ROUNDS} rounds")
+
+    async def _multiget(self, url: str, hrefs: Sequence[str]) -> list[CalendarObject]:
+        if not hrefs:
+            return []
+        body = await self._dav("REPORT", url, render_multiget(hrefs), "1")
+        with self._edge(url):
+            return parse_multistatus(body)
+
+    # --- HTTP -------------------------------------------------------------------------------
+
+    async def _dav(self, method: str, url: str, body: bytes, depth: str) -> bytes:
+        """One request that must answer 207 Multi-Status; its body."""
+        response = await self._send(method, url, body, depth)
+        self._expect_207(response, url)
+        return response.content
+
+    async def _send(self, method: str, url: str, body: bytes, depth: str) -> httpx.Response:
         async with self._gate:
             with self._edge(url):
                 async with asyncio.timeout(self.config.timeout_seconds):
-                    response = await self._read_only_request(
-                        "PROPFIND",
-                        url,
-                        CTAG_PROPFIND,
-                        {"Depth": "0", "Content-Type": 'application/xml; charset="utf-8"'},
+                    return await self._read_only_request(
+                        method, url, body, {"Depth": depth, **_XML}
                     )
-                self._expect_207(response, url)
-                return parse_ctag(response.content)
 
     async def _read_only_request(
         self, method: str, url: str, body: bytes, headers: dict[str, str]
@@ -224,6 +336,15 @@ class CalDavBackend:
     def _expect_207(response: httpx.Response, url: str) -> None:
         if response.status_code == 207:
             return
+        if response.status_code == 401:
+            challenge = _unsupported_challenge(response)
+            if challenge:
+                schemes, header = challenge
+                raise BackendFailure(
+                    f"the CalDAV server at {url} asks for {schemes} authentication "
+                    f"(WWW-Authenticate: {header}), which this node does not speak; "
+                    "it authenticates with HTTP Basic"
+                )
         template = _STATUS_MESSAGES.get(
             response.status_code, "unexpected HTTP {status} (expected 207) from {url}"
         )
@@ -259,6 +380,15 @@ class CalDavBackend:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _unsupported_challenge(response: httpx.Response) -> tuple[str, str] | None:
+    """(schemes, first header) of a 401 that offers no Basic (e.g. only Digest); else None."""
+    headers = [v.strip() for v in response.headers.get_list("www-authenticate") if v.strip()]
+    schemes = [value.split(" ", 1)[0].split(",", 1)[0] for value in headers]
+    if not schemes or any(s.casefold() == "basic" for s in schemes):
+        return None
+    return ", ".join(dict.fromkeys(schemes)), headers[0][:120]
 
 
 __all__ = ["CalDavBackend", "render_calendar_query", "working_hours_of"]

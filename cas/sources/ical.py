@@ -7,8 +7,9 @@ UTC events for one window (`events_from_calendar`).
 Theory of operation
 -------------------
 * Each text is one calendar object resource (one UID: a master and its overridden instances).
-  Recurrences are expanded here, with `recurring-ical-events` (RRULE, RDATE, EXDATE, RECURRENCE-ID
-  overrides, instances moved into or out of the window).
+  Recurrences are expanded here, with `recurring-ical-events` (RRULE, RDATE, time zones); EXDATE
+  and RECURRENCE-ID overrides are matched to occurrences by instant in `cas.sources.recurrence`,
+  because the library also matches them by clock time and so hits the wrong occurrence.
 * Times: TZID and UTC values keep their absolute time. Floating times and all-day dates belong to
   the mailbox owner's zone (`default_tz`): an all-day event runs midnight to midnight there (no
   DTEND means one day; DURATION is honoured).
@@ -27,7 +28,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -38,6 +39,7 @@ from lxml import etree
 from cas.errors import BackendFailure
 from cas.model.busy import BUSY_TYPE_OF_CDO, BusyType
 from cas.model.freebusy import Event, EventDetails, Window, events_in_window
+from cas.sources.recurrence import absolute, override_span, take_exceptions, time_of
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +183,7 @@ def _object_events(text: str, window: Window, zone: tzinfo) -> Iterator[Event]:
     hi = window.end.astimezone(zone) + _EXPANSION_MARGIN
     produced = 0
     for calendar in calendars:
+        taken = take_exceptions(calendar, zone)  # matched by instant below, not by the library
         query = recurring_ical_events.of(calendar, keep_recurrence_attributes=True)
         for series in query.series:
             for occurrence in series.between(lo, hi):
@@ -189,13 +192,33 @@ def _object_events(text: str, window: Window, zone: tzinfo) -> Iterator[Event]:
                     raise ValueError(
                         f"more than {MAX_OCCURRENCES_PER_OBJECT} occurrences in the window"
                     )
-                event = _event(occurrence, zone, text)
+                component = occurrence.as_component(True)
+                exceptions = taken.get(str(component.get("UID", "")))
+                if exceptions is not None and exceptions.removes(occurrence.start, zone):
+                    continue
+                is_exception = bool(occurrence.recurrence_ids)
+                event = _event(
+                    component, occurrence.start, occurrence.end, is_exception, zone, text
+                )
+                if event is not None:
+                    yield event
+        for exceptions in taken.values():
+            for override in exceptions.kept_overrides(zone):
+                start, end = override_span(override)
+                event = _event(override, start, end, True, zone, text)
                 if event is not None:
                     yield event
 
 
-def _event(occurrence: recurring_ical_events.Occurrence, zone: tzinfo, text: str) -> Event | None:
-    component = occurrence.as_component(True)
+def _event(
+    component: icalendar.cal.Component,
+    start_value: date | datetime,
+    end_value: date | datetime,
+    is_exception: bool,
+    zone: tzinfo,
+    text: str,
+) -> Event | None:
+    """The event of one occurrence: `component` (the master, or an override) at these times."""
     busy = busy_type_of(
         _text(component, "STATUS"),
         _text(component, "TRANSP"),
@@ -203,14 +226,13 @@ def _event(occurrence: recurring_ical_events.Occurrence, zone: tzinfo, text: str
     )
     if busy is None:
         return None
-    start = _absolute(occurrence.start, zone)
-    end = _absolute(occurrence.end, zone)
-    is_exception = bool(occurrence.recurrence_ids)
+    start = _absolute(start_value, zone)
+    end = _absolute(end_value, zone)
     is_recurring = is_exception or "RRULE" in component or "RDATE" in component
     if is_exception:
-        recurrence = _recurrence_text(component["RECURRENCE-ID"].dt, zone)
+        recurrence = _recurrence_text(time_of(component, "RECURRENCE-ID"), zone)
     elif is_recurring:
-        recurrence = _recurrence_text(occurrence.start, zone)
+        recurrence = _recurrence_text(start_value, zone)
     else:
         recurrence = ""
     uid = _text(component, "UID") or "no-uid:" + hashlib.sha256(text.encode()).hexdigest()
@@ -236,13 +258,7 @@ def _text(component: icalendar.cal.Component, name: str) -> str | None:
     return str(value)
 
 
-def _absolute(value: date | datetime, zone: tzinfo) -> datetime:
-    """An aware UTC datetime; floating times and dates are read in `zone` (dates at midnight)."""
-    if not isinstance(value, datetime):
-        value = datetime(value.year, value.month, value.day)
-    if value.tzinfo is None or value.utcoffset() is None:
-        value = value.replace(tzinfo=zone)
-    return value.astimezone(UTC)
+_absolute = absolute
 
 
 def _recurrence_text(value: date | datetime, zone: tzinfo) -> str:
@@ -294,6 +310,9 @@ def _isolate_custom_timezones(text: str) -> str:
             flags=re.I,
         )
     return text
+
+
+isolate_custom_timezones = _isolate_custom_timezones
 
 
 # --- the REPORT answer ----------------------------------------------------------------------
@@ -384,5 +403,6 @@ __all__ = [
     "busy_type_of",
     "events_from_calendar",
     "expand_calendar",
+    "isolate_custom_timezones",
     "parse_multistatus",
 ]

@@ -344,3 +344,64 @@ async def test_metrics_count_answers_by_front_door_and_mailboxes_by_route() -> N
     assert 'cas_requests_total{endpoint="legacy",status="400"} 1.0' in text
     assert 'cas_mailboxes_total{route="local"} 2.0' in text
     assert 'cas_mailboxes_total{route="unknown"} 1.0' in text
+
+
+# --- meeting suggestions ------------------------------------------------------------------------
+
+SUGGESTIONS_OPTIONS = (
+    "<t:SuggestionsViewOptions><t:MeetingDurationInMinutes>30</t:MeetingDurationInMinutes>"
+    "<t:DetailedSuggestionsWindow><t:StartTime>2024-03-04T00:00:00Z</t:StartTime>"
+    "<t:EndTime>2024-03-05T00:00:00Z</t:EndTime></t:DetailedSuggestionsWindow>"
+    "</t:SuggestionsViewOptions>"
+)
+
+
+async def post_to(backend: FakeBackend, body: bytes) -> httpx.Response:
+    app = create_app(load_settings({}, environ={}), SITEMAP, "eu", backends={"modern": backend})
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://node") as c:
+        return await c.post(
+            "/EWS/Exchange.asmx", content=body, headers={"Content-Type": "text/xml"}
+        )
+
+
+def response_parts(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    validate_ews_body(response.content)
+    body = etree.fromstring(response.content).find(
+        f"{{{S}}}Body/{{{M}}}GetUserAvailabilityResponse"
+    )
+    assert body is not None
+    return [etree.QName(c).localname for c in body]
+
+
+async def test_free_busy_with_suggestions_keeps_free_busy_and_reports_suggestions() -> None:
+    backend = FakeBackend({"u0@contoso.test": BUSY})
+    body = availability(["u0@contoso.test"]).replace(
+        b"</m:GetUserAvailabilityRequest>",
+        SUGGESTIONS_OPTIONS.encode() + b"</m:GetUserAvailabilityRequest>",
+    )
+    response = await post_to(backend, body)
+    assert response_parts(response) == ["FreeBusyResponseArray", "SuggestionsResponse"]
+    tree = etree.fromstring(response.content)
+    assert tree.findtext(f".//{{{T}}}MergedFreeBusy") == "0" * 9 + "2" + "0" * 14
+    code = tree.findtext(
+        f".//{{{M}}}SuggestionsResponse/{{{M}}}ResponseMessage/{{{M}}}ResponseCode"
+    )
+    assert code == "ErrorMeetingSuggestionGenerationFailed"
+    assert [address for address, _ in backend.calls] == ["u0@contoso.test"]
+
+
+async def test_suggestions_alone_read_no_calendar() -> None:
+    backend = FakeBackend({"u0@contoso.test": BUSY})
+    boxes = (
+        "<t:MailboxData><t:Email><t:Address>u0@contoso.test</t:Address></t:Email>"
+        "<t:AttendeeType>Required</t:AttendeeType></t:MailboxData>"
+    )
+    body = envelope(
+        f"<m:GetUserAvailabilityRequest>{UTC_TZ}<m:MailboxDataArray>{boxes}</m:MailboxDataArray>"
+        f"{SUGGESTIONS_OPTIONS}</m:GetUserAvailabilityRequest>"
+    )
+    response = await post_to(backend, body)
+    assert response_parts(response) == ["SuggestionsResponse"]
+    assert backend.calls == []

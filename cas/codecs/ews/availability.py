@@ -10,9 +10,8 @@ checks types, not limits (`cas.model.availability.check_limits` does that).
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, tzinfo
 
 from lxml import etree
 
@@ -31,6 +30,12 @@ from cas.codecs.ews.soap import (
     text_of,
     xml_text,
 )
+from cas.codecs.ews.suggestions import (
+    SUGGESTIONS_RESPONSE,
+    parse_suggestions_window,
+    wants_suggestions,
+)
+from cas.codecs.ews.times import parse_datetime
 from cas.codecs.ews.timezones import (
     parse_serializable_time_zone,
     render_zone_rules,
@@ -68,43 +73,6 @@ _BOOLEAN = {"true": True, "1": True, "false": False, "0": False}
 _INVALID_WINDOW = "The time duration specified for FreeBusyViewOptions.TimeWindow is invalid."
 
 # ---- reading ---------------------------------------------------------------------------------
-
-_DATETIME = re.compile(
-    r"^(-?\d{4,})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?"
-    r"(Z|[+-]\d{2}:\d{2})?$"
-)
-
-
-def parse_datetime(text: str, where: str, tz: tzinfo) -> datetime:
-    """An xs:dateTime as an aware UTC datetime; naive values are wall times in `tz`."""
-    match = _DATETIME.match(text.strip())
-    if match is None:
-        raise InvalidValue(f"{where} must be an xs:dateTime, got {text!r}.")
-    year, month, day, hour, minute, second, fraction, zone_text = match.groups()
-    try:
-        next_day = hour == "24" and minute == "00" and second == "00" and not fraction
-        value = datetime(
-            int(year),
-            int(month),
-            int(day),
-            0 if next_day else int(hour),
-            int(minute),
-            int(second),
-            int((fraction or "0")[:6].ljust(6, "0")),
-        )
-        if next_day:
-            value += timedelta(days=1)
-        if zone_text is None:
-            aware = value.replace(tzinfo=tz)
-        elif zone_text == "Z":
-            aware = value.replace(tzinfo=UTC)
-        else:
-            sign = -1 if zone_text[0] == "-" else 1
-            offset = timedelta(hours=int(zone_text[1:3]), minutes=int(zone_text[4:6]))
-            aware = value.replace(tzinfo=timezone(sign * offset))
-        return aware.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidValue(f"{where} is not a valid date and time ({text!r}): {exc}.") from None
 
 
 def _boolean(text: str | None, where: str, default: bool) -> bool:
@@ -215,13 +183,29 @@ def parse_get_user_availability(req: SoapRequest) -> AvailabilityRequest:
     if array is None:
         raise InvalidValue("GetUserAvailabilityRequest has no MailboxDataArray element.")
     mailboxes = tuple(_mailbox(md) for md in children(array, "MailboxData"))
+    suggestions = wants_suggestions(elem)
     options = child(elem, "FreeBusyViewOptions")
     if options is None:
-        if child(elem, "SuggestionsViewOptions") is not None:
-            raise InvalidValue("meeting suggestions are not supported")
-        raise InvalidValue("GetUserAvailabilityRequest has no FreeBusyViewOptions element.")
+        if not suggestions:
+            raise InvalidValue(
+                "GetUserAvailabilityRequest has neither FreeBusyViewOptions nor "
+                "SuggestionsViewOptions."
+            )
+        window = parse_suggestions_window(elem, tz)
+        return AvailabilityRequest(
+            mailboxes,
+            window,
+            DEFAULT_INTERVAL_MINUTES,
+            FreeBusyView.NONE,
+            tz,
+            req.server_version,
+            free_busy=False,
+            suggestions=True,
+        )
     window, interval, view = _view_options(options, tz)
-    return AvailabilityRequest(mailboxes, window, interval, view, tz, req.server_version)
+    return AvailabilityRequest(
+        mailboxes, window, interval, view, tz, req.server_version, suggestions=suggestions
+    )
 
 
 # ---- writing ---------------------------------------------------------------------------------
@@ -398,22 +382,29 @@ def _freshness(out: list[str], results: Sequence[MailboxData | MailboxError]) ->
 def render_get_user_availability(
     request: AvailabilityRequest, results: Sequence[MailboxData | MailboxError]
 ) -> bytes:
-    """The GetUserAvailabilityResponse envelope: one FreeBusyResponse per mailbox, in order."""
-    if len(results) != len(request.mailboxes):
-        raise ValueError(
-            f"{len(results)} results for {len(request.mailboxes)} mailboxes; they must pair up"
-        )
+    """The GetUserAvailabilityResponse envelope: one FreeBusyResponse per mailbox, in order,
+    then the SuggestionsResponse when suggestions were asked for (an error, until they exist).
+
+    A request for suggestions alone has no free/busy part: `results` is then empty."""
+    expected = len(request.mailboxes) if request.free_busy else 0
+    if len(results) != expected:
+        raise ValueError(f"{len(results)} results for {expected} mailboxes; they must pair up")
     out = [_ENVELOPE_START]
     _freshness(out, results)
-    out.append("</s:Header><s:Body><m:GetUserAvailabilityResponse><m:FreeBusyResponseArray>")
-    for result in results:
-        out.append("<m:FreeBusyResponse>")
-        if isinstance(result, MailboxError):
-            _error(out, result)
-        else:
-            _data(out, request, result)
-        out.append("</m:FreeBusyResponse>")
-    out.append("</m:FreeBusyResponseArray></m:GetUserAvailabilityResponse></s:Body></s:Envelope>")
+    out.append("</s:Header><s:Body><m:GetUserAvailabilityResponse>")
+    if request.free_busy:
+        out.append("<m:FreeBusyResponseArray>")
+        for result in results:
+            out.append("<m:FreeBusyResponse>")
+            if isinstance(result, MailboxError):
+                _error(out, result)
+            else:
+                _data(out, request, result)
+            out.append("</m:FreeBusyResponse>")
+        out.append("</m:FreeBusyResponseArray>")
+    if request.suggestions:
+        out.append(SUGGESTIONS_RESPONSE)
+    out.append("</m:GetUserAvailabilityResponse></s:Body></s:Envelope>")
     return "".join(out).encode("utf-8")
 
 

@@ -260,13 +260,6 @@ def test_missing_parts_are_invalid_values(request_bytes: Callable[[str], bytes])
             parse_get_user_availability(parse_envelope((text[:start] + text[end:]).encode()))
 
 
-def test_suggestions_without_free_busy_options_are_refused(
-    request_bytes: Callable[[str], bytes],
-) -> None:
-    with pytest.raises(InvalidValue, match="meeting suggestions are not supported"):
-        parse_get_user_availability(parse_envelope(request_bytes("suggestions_only.xml")))
-
-
 @pytest.mark.parametrize(
     ("text", "view"),
     [
