@@ -50,15 +50,15 @@ from cas.model.freebusy import (
 )
 from cas.sources.base import http_edge
 from cas.sources.calendar_copy import CalendarCopy
-from cas.sources.davxml import parse_sync_collection, render_multiget, render_sync_collection
-from cas.sources.discovery import CalendarFinder
-from cas.sources.ical import (
-    CalendarDataError,
-    CalendarObject,
-    events_from_calendar,
+from cas.sources.davxml import (
     parse_ctag,
     parse_multistatus,
+    parse_sync_collection,
+    render_multiget,
+    render_sync_collection,
 )
+from cas.sources.discovery import CalendarFinder
+from cas.sources.ical import CalendarDataError, CalendarObject, events_from_calendar
 from sitemap.model import (
     CalDavBackendConfig,
     Mailbox,

@@ -34,7 +34,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import icalendar
 import recurring_ical_events
-from lxml import etree
 
 from cas.errors import BackendFailure
 from cas.model.busy import BUSY_TYPE_OF_CDO, BusyType
@@ -314,85 +313,6 @@ def _isolate_custom_timezones(text: str) -> str:
 
 isolate_custom_timezones = _isolate_custom_timezones
 
-
-# --- the REPORT answer ----------------------------------------------------------------------
-
-_XML_PARSER = etree.XMLParser(
-    resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
-)
-
-
-def parse_ctag(xml_bytes: bytes) -> str | None:
-    """The change tag in a PROPFIND answer: CalendarServer `getctag`, else `sync-token`."""
-    if b"<!DOCTYPE" in xml_bytes[:4096].upper():
-        raise CalendarDataError("PROPFIND answer carries a DTD; refused")
-    try:
-        root = etree.fromstring(xml_bytes, _XML_PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise CalendarDataError(f"PROPFIND answer is not well-formed XML: {exc}") from exc
-    for name in ("{http://calendarserver.org/ns/}getctag", f"{DAV}sync-token"):
-        for element in root.iter(name):
-            text = (element.text or "").strip()
-            if text:
-                return text
-    return None
-
-
-def parse_multistatus(xml_bytes: bytes) -> list[CalendarObject]:
-    """The calendar objects of a calendar-query REPORT answer (RFC 4791 §7.8, RFC 4918 §13).
-
-    Raises `CalendarDataError` for anything that is not a plain multistatus document (not XML,
-    a DTD, another root) and for a matched object whose calendar data the server withheld:
-    its busy time would be unknown, so the mailbox must not be reported as free.
-    """
-    if b"<!DOCTYPE" in xml_bytes[:4096].upper():
-        raise CalendarDataError("REPORT answer carries a DTD; refused")
-    try:
-        root = etree.fromstring(xml_bytes, _XML_PARSER)
-    except etree.XMLSyntaxError as exc:
-        raise CalendarDataError(f"REPORT answer is not well-formed XML: {exc}") from exc
-    if root.tag != f"{DAV}multistatus":
-        raise CalendarDataError(f"REPORT answer has root {root.tag!r}, expected DAV:multistatus")
-    objects: list[CalendarObject] = []
-    for response in root.iterfind(f"{DAV}response"):
-        href = (response.findtext(f"{DAV}href") or "").strip()
-        etag: str | None = None
-        ics: str | None = None
-        withheld: int | None = _status_code(response.findtext(f"{DAV}status"))
-        for propstat in response.iterfind(f"{DAV}propstat"):
-            status = _status_code(propstat.findtext(f"{DAV}status"))
-            prop = propstat.find(f"{DAV}prop")
-            if prop is None:
-                continue
-            if status is not None and not 200 <= status < 300:
-                if prop.find(f"{CALDAV}calendar-data") is not None:
-                    withheld = status
-                continue
-            etag = prop.findtext(f"{DAV}getetag", etag)
-            data = prop.findtext(f"{CALDAV}calendar-data")
-            if data is not None and data.strip():
-                ics = data
-        if ics is None and href.endswith("/"):
-            continue  # a collection listed by a lenient server, not a calendar object
-        if ics is None:
-            raise CalendarDataError(
-                f"object {href or '?'} matched but its calendar data was not returned"
-                + (f" (HTTP {withheld})" if withheld else "")
-            )
-        objects.append(CalendarObject(href, etag.strip() if etag else None, ics))
-    return objects
-
-
-def _status_code(line: str | None) -> int | None:
-    """200 from 'HTTP/1.1 200 OK'; None when absent or unreadable."""
-    if not line:
-        return None
-    parts = line.split()
-    if len(parts) >= 2 and parts[1].isdigit():
-        return int(parts[1])
-    return None
-
-
 __all__ = [
     "CDO_BUSY_STATUS",
     "MAX_OCCURRENCES_PER_OBJECT",
@@ -404,5 +324,4 @@ __all__ = [
     "events_from_calendar",
     "expand_calendar",
     "isolate_custom_timezones",
-    "parse_multistatus",
 ]

@@ -8,7 +8,8 @@ request fault in the SOAP shape exchangelib understands.
 
 from __future__ import annotations
 
-from cas.codecs.ews.availability import parse_get_user_availability, render_get_user_availability
+from cas.codecs.ews.answer import render_get_user_availability
+from cas.codecs.ews.availability import parse_get_user_availability
 from cas.codecs.ews.convert_id import render_convert_id
 from cas.codecs.ews.soap import (
     SoapRequest,

@@ -21,7 +21,7 @@ def _f(name: str) -> str:
     return f"{{{FRESHNESS_NS}}}{name}"
 
 
-# The header is written by `cas.codecs.ews.availability` with the rest of the answer:
+# The header is written by `cas.codecs.ews.answer` with the rest of the answer:
 #   <f:Freshness xmlns:f="urn:x-cas:freshness:1">
 #     <f:Mailbox index="0" source="cache" age="12.5" site="eu"/> ...
 #   </f:Freshness>

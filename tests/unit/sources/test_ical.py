@@ -19,13 +19,13 @@ from hypothesis import strategies as st
 from cas.errors import BackendFailure
 from cas.model.freebusy import BusyType, Event, Window
 from cas.sources import ical
+from cas.sources.davxml import parse_multistatus
 from cas.sources.ical import (
     CalendarDataError,
     CalendarObject,
     busy_type_of,
     events_from_calendar,
     expand_calendar,
-    parse_multistatus,
 )
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "ics"

@@ -15,7 +15,7 @@ from cas.codecs.ews import (
     parse_get_user_availability,
     render_get_user_availability,
 )
-from cas.codecs.ews.availability import wire_busy_type
+from cas.codecs.ews.answer import wire_busy_type
 from cas.codecs.ews.soap import MESSAGES_NS, SOAP_NS, TYPES_NS
 from cas.errors import (
     InvalidFreeBusyViewType,
