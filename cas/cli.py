@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cas import __version__
+from cas.errors import CasError
 
 if TYPE_CHECKING:
     from cas.settings import Settings
@@ -95,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class UsageError(Exception):
+class UsageError(CasError):
     """A problem the user can fix; printed without a traceback."""
 
 

@@ -30,6 +30,24 @@ Two families, kept apart on purpose:
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
   blanks the others. Their codes are in `MAILBOX_ERROR_CODES`.
 
+Every exception the node raises derives from `CasError`; those defined elsewhere say where::
+
+    CasError
+    ├── RequestFault (the table above; codecs add their own, e.g. LegacyQueryError, PoxError)
+    ├── BackendFailure             a source could not produce data (-> a per-mailbox error)
+    │   ├── CalendarNotFound       the calendar does not exist (cached as missing)
+    │   └── CalendarDataError      unusable calendar data (cas.sources.ical)
+    ├── ConfigurationError         a setting points at something unusable
+    ├── SettingsError              a bad setting value (cas.settings)
+    ├── CacheUnavailable           the cache store cannot be used (cas.cache.store)
+    ├── ForgedRequest              a forwarded request not to act on, 401/403 (cas.trust)
+    ├── PeerError                  another site's node (cas.sources.peers)
+    ├── EwsClientError             an EWS answer unusable as a whole (cas.codecs.ews.client)
+    ├── AutodiscoverClientError    likewise for Autodiscover (cas.codecs.autodiscover.client)
+    ├── LegacyResponseError        an old server's answer (cas.codecs.public_freebusy)
+    ├── LookupFailed               `cas lookup` found nothing to ask (cas.client.options)
+    └── UsageError                 a command-line mistake (cas.cli)
+
 Adapters translate their library's exceptions into `BackendFailure` at their edge; the service
 turns that into a `MailboxError` with code `ErrorFreeBusyGenerationFailed`.
 """
@@ -39,7 +57,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-class RequestFault(Exception):
+class CasError(Exception):
+    """The root of every error this package raises."""
+
+
+class RequestFault(CasError):
     """A problem with the whole request."""
 
     code = "ErrorInvalidRequest"
@@ -132,11 +154,11 @@ class InternalError(RequestFault):
     http_status = 500
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(CasError):
     """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
 
 
-class BackendFailure(Exception):
+class BackendFailure(CasError):
     """A mailbox backend could not produce data (unreachable, bad answer, timeout)."""
 
 

@@ -14,8 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from cas.errors import CasError
 
-class SettingsError(Exception):
+
+class SettingsError(CasError):
     """A setting has a wrong name or value; the message says where it came from."""
 
 

@@ -31,6 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cas.errors import CasError
+
 __all__ = [
     "BUDGET_HEADER",
     "EWS_PATH",
@@ -65,7 +67,7 @@ _MAX_HOP = 255
 _MAX_REQUESTER_BYTES = 512
 
 
-class ForgedRequest(Exception):
+class ForgedRequest(CasError):
     """A forwarded request that must not be acted on; `http_status` is 401 or 403."""
 
     def __init__(self, reason: str, http_status: int) -> None:

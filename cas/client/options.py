@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cas.codecs.ews.tzdb import zone
+from cas.errors import CasError
 from cas.model.availability import FreeBusyView
 from cas.model.freebusy import MAX_INTERVAL_MINUTES, MIN_INTERVAL_MINUTES, Window
 
@@ -33,7 +34,7 @@ EWS_PATH = "/EWS/Exchange.asmx"
 DEFAULT_TIMEOUT_SECONDS = 15.0
 
 
-class LookupFailed(Exception):
+class LookupFailed(CasError):
     """A usage, discovery or connection problem: printed as one message, exit status 2."""
 
 

@@ -34,7 +34,7 @@ from typing import Any
 from lxml import etree
 
 from cas.codecs.ews.xmlsafe import parse_xml
-from cas.errors import RequestFault
+from cas.errors import CasError, RequestFault
 from cas.model.freebusy import (
     DIGIT_BUSY_TYPE,
     MAX_INTERVAL_MINUTES,
@@ -63,7 +63,7 @@ class LegacyQueryError(RequestFault):
     http_status = 400
 
 
-class LegacyResponseError(ValueError):
+class LegacyResponseError(CasError, ValueError):
     """An old server's answer that is not a `WM` free/busy XML document at all."""
 
 

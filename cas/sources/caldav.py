@@ -40,7 +40,7 @@ from types import TracebackType
 
 import httpx
 
-from cas.errors import BackendFailure, CalendarNotFound
+from cas.errors import BackendFailure, CalendarNotFound, CasError
 from cas.model.freebusy import (
     MailboxData,
     Window,
@@ -120,7 +120,7 @@ def working_hours_of(
     )
 
 
-class _SyncUnsupported(Exception):
+class _SyncUnsupported(CasError):
     """The server does not answer sync-collection on this calendar."""
 
 

@@ -43,7 +43,7 @@ from cas.codecs.ews.client import (
     parse_get_user_availability_response,
     render_get_user_availability_request,
 )
-from cas.errors import MailboxError
+from cas.errors import CasError, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
 from cas.observability import Metrics
@@ -68,7 +68,11 @@ MIN_CALL_SECONDS = 0.05
 PROXY_FAILED = "ErrorProxyRequestProcessingFailed"
 
 
-class TransientPeerError(Exception):
+class PeerError(CasError):
+    """Talking to another site's node went wrong (how is told by the subclass)."""
+
+
+class TransientPeerError(PeerError):
     """Worth trying the same node again soon (transport error, 503, ErrorServerBusy)."""
 
     def __init__(self, message: str, back_off: float = 0.0) -> None:
@@ -76,11 +80,11 @@ class TransientPeerError(Exception):
         self.back_off = back_off
 
 
-class PeerFailure(Exception):
+class PeerFailure(PeerError):
     """This node cannot answer now (after retries): try the mailboxes' next node."""
 
 
-class FinalPeerError(Exception):
+class FinalPeerError(PeerError):
     """The peer answered, but with a refusal another node of the site would repeat."""
 
 

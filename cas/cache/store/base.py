@@ -12,10 +12,12 @@ import math
 from collections.abc import Sequence
 from typing import Protocol
 
+from cas.errors import CasError
+
 logger = logging.getLogger(__name__)
 
 
-class CacheUnavailable(Exception):
+class CacheUnavailable(CasError):
     """The store cannot be used right now; treat the call as a miss."""
 
     def __init__(self, message: str) -> None:

@@ -32,11 +32,12 @@ from cas.codecs.autodiscover.soap import (
 )
 from cas.codecs.ews.client import first_body_element, parse_answer_xml
 from cas.codecs.ews.soap import xml_text
+from cas.errors import CasError
 
 DEFAULT_SETTINGS = ("ExternalEwsUrl", "AutoDiscoverSMTPAddress", "UserDisplayName")
 
 
-class AutodiscoverClientError(Exception):
+class AutodiscoverClientError(CasError):
     """An Autodiscover answer that does not say where the mailbox's EWS is."""
 
     def __init__(self, message: str) -> None:

@@ -47,7 +47,7 @@ from cas.codecs.ews.timezones import (
 from cas.codecs.ews.tzdb import rules_for_year
 from cas.codecs.ews.tzrules import ZoneRules
 from cas.codecs.ews.xmlsafe import declares_dtd
-from cas.errors import MAILBOX_ERROR_CODES, MailboxError, RequestFault
+from cas.errors import MAILBOX_ERROR_CODES, CasError, MailboxError, RequestFault
 from cas.model.availability import AvailabilityRequest, FreeBusyView
 from cas.model.freebusy import (
     WEEKDAYS,
@@ -70,7 +70,7 @@ _DAY_GROUPS = {
 _MERGED = re.compile(r"^[0-4]*$")
 
 
-class EwsClientError(Exception):
+class EwsClientError(CasError):
     """An EWS answer that cannot be used as a whole."""
 
     def __init__(self, message: str) -> None:
@@ -120,7 +120,7 @@ def first_body_element(envelope: etree._Element) -> etree._Element | None:
 # ---- the response -----------------------------------------------------------------------------
 
 
-class _Unreadable(Exception):
+class _Unreadable(CasError):
     """One mailbox's view cannot be read; it becomes that mailbox's error."""
 
 
