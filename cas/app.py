@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from cas import __version__
+from cas.breaker_board import BreakerBoard
 from cas.cache.store import CacheStore
-from cas.config import admin_token, cluster_secrets, peer_client, site_store
+from cas.config import admin_token, breaker_policy, cluster_secrets, peer_client, site_store
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.errors import FaultMiddleware
@@ -70,7 +71,8 @@ def create_app(
     secrets = cluster_secrets(settings)
     token = admin_token(settings)
     metrics = Metrics()
-    store = store if store is not None else site_store(settings, sitemap, site, metrics)
+    board = BreakerBoard(breaker_policy(settings), metrics=metrics)
+    store = store if store is not None else site_store(settings, sitemap, site, metrics, board)
     client = peers if peers is not None else peer_client(settings)
     holder = RuntimeHolder(
         runtime_builder(
@@ -81,6 +83,7 @@ def create_app(
             client=client,
             metrics=metrics,
             store=store,
+            board=board,
             cache_injected=cache_injected_backends,
         ),
         sitemap,
@@ -112,9 +115,11 @@ def create_app(
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
-        """Liveness: "ok" for probes; with `Accept: application/json`, also version and site."""
+        """Liveness: "ok" for probes; with `Accept: application/json`, also the version, the
+        site and every dependency's breaker (what `cas doctor` shows); never fails for them."""
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"status": "ok", "version": __version__, "site": site})
+            document = {"status": "ok", "version": __version__, "site": site}
+            return JSONResponse(document | {"breakers": board.snapshot()})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
@@ -163,6 +168,7 @@ def create_app(
         ],
     )
     app.state.metrics = metrics
+    app.state.breakers = board
     app.state.drain = drain
     app.state.holder = holder
     app.state.site = site

@@ -189,6 +189,11 @@ class MailboxError:
         if self.code not in MAILBOX_ERROR_CODES:
             raise ValueError(f"unknown per-mailbox error code {self.code!r}")
 
+    @property
+    def detail(self) -> str:
+        """The message without the code's standard text: what is particular to this error."""
+        return self.message.removeprefix(MAILBOX_ERROR_CODES[self.code]).strip()
+
     @classmethod
     def of(
         cls, code: str, detail: str | None = None, site: str | None = None, missing: bool = False

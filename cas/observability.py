@@ -241,6 +241,7 @@ class RequestCountMiddleware:
 
 
 ROUTES = ("local", "remote", "legacy", "unknown")
+BREAKER_LEVELS = {"closed": 0, "half-open": 1, "open": 2}
 FORWARD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -308,6 +309,29 @@ class Metrics:
             registry=r,
         )
 
+        self.breaker_state = Gauge(
+            "cas_breaker_state",
+            "Each dependency's circuit breaker (kind: caldav, oldserver, peer, redis; target: "
+            "its site or node): 0 closed, 1 half-open, 2 open.",
+            ["kind", "target"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "cas_breaker_transitions",
+            "Circuit breaker transitions, by dependency and the state entered.",
+            ["kind", "target", "state"],
+            registry=r,
+        )
+        self.overload_refusals = Counter(
+            "cas_overload_refusals",
+            "Requests answered 503 because the node had too many in flight.",
+            registry=r,
+        )
+        self.requests_in_flight = Gauge(
+            "cas_requests_in_flight", "Requests being served now (health probes excepted).",
+            registry=r,
+        )  # fmt: skip
+
     def observe_forward(self, site: str, seconds: float) -> None:
         self.forward_latency.labels(site=site).observe(seconds)
 
@@ -345,7 +369,14 @@ class Metrics:
         self.redis_errors.labels(kind=kind).inc()
 
     def breaker(self, state: str) -> None:
-        self.redis_breaker.set({"closed": 0, "half-open": 1, "open": 2}.get(state, 2))
+        self.redis_breaker.set(BREAKER_LEVELS.get(state, 2))
+
+    def breaker_known(self, kind: str, target: str) -> None:
+        self.breaker_state.labels(kind=kind, target=target).set(0)
+
+    def breaker_transition(self, kind: str, target: str, state: str) -> None:
+        self.breaker_state.labels(kind=kind, target=target).set(BREAKER_LEVELS.get(state, 2))
+        self.breaker_transitions.labels(kind=kind, target=target, state=state).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

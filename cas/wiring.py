@@ -4,10 +4,11 @@
 reload. It assembles, for the node's site:
 
 * the site's own sources from the table of built-in kinds (`cas.sources.registry`), or the
-  readers a test injects, each wrapped in the cache with day pieces;
-* one source per other site (`PeerSite`, through the `Forwarder`) when the node has the
-  cluster secret, each wrapped in the cache with exact answers per requester (unless
-  `remote_cache_seconds` is 0);
+  readers a test injects, each behind its breaker (`GuardedSource`, with the breaker from the
+  node's `BreakerBoard`, which outlives reloads) and wrapped in the cache with day pieces;
+* one source per other site (`PeerSite`, through the `Forwarder`, whose nodes have their own
+  breakers on the board) when the node has the cluster secret, each wrapped in the cache
+  with exact answers per requester (unless `remote_cache_seconds` is 0);
 * the availability service over them, Autodiscover, and the authenticator.
 
 The site's own sources (connection pools) are carried over while the site's backend
@@ -23,6 +24,7 @@ import httpx
 
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
+from cas.breaker_board import BreakerBoard
 from cas.cache.cached import CachedSource, CachePolicy
 from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
@@ -31,7 +33,8 @@ from cas.routing import local_target, site_target
 from cas.runtime import Runtime
 from cas.service import AvailabilityService
 from cas.settings import Settings
-from cas.sources.base import MailboxReader, ReaderSource, Source
+from cas.sources.base import MailboxReader, ReaderSource, Source, source_label
+from cas.sources.guarded import GuardedSource
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
 from sitemap.discovery import SiteNodes, SrvResolver
@@ -76,13 +79,19 @@ def runtime_builder(
     client: httpx.AsyncClient,
     metrics: Metrics,
     store: CacheStore,
+    board: BreakerBoard,
     cache_injected: bool = False,
 ) -> Callable[[Sitemap, Runtime | None], Runtime]:
     """A function that builds one configuration generation from a sitemap (see above)."""
 
+    def guarded(source: Source) -> Source:
+        subject = f"{source_label(source.name)} of site {site}"
+        breaker = board.breaker(source.name, site, subject)
+        return GuardedSource(source, breaker, slow_seconds=settings.breaker_slow_seconds)
+
     def cached(source: Source) -> Source:
         keys = DayPieces(site)
-        return CachedSource(source, store, keys, local_rules(settings), metrics=metrics)
+        return CachedSource(guarded(source), store, keys, local_rules(settings), metrics=metrics)
 
     def local(sitemap: Sitemap, previous: Runtime | None) -> dict[str, Source]:
         config = sitemap.site(site)
@@ -93,7 +102,9 @@ def runtime_builder(
                 )
                 for kind, reader in injected.items()
             }
-            return {kind: cached(s) for kind, s in made.items()} if cache_injected else made
+            if cache_injected:
+                return {kind: cached(s) for kind, s in made.items()}
+            return {kind: guarded(s) for kind, s in made.items()}
         if previous is not None and _same_backends(previous.sitemap.site(site), config):
             return previous.local
         return {kind: cached(s) for kind, s in local_sources(config, settings).items()}
