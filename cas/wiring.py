@@ -118,6 +118,7 @@ def runtime_builder(
             client,
             secrets,
             metrics=metrics,
+            breakers=board,
             attempts=settings.forward_attempts,
             max_response_bytes=settings.max_peer_response_bytes,
         )

@@ -12,9 +12,14 @@ order, regrouped. Whatever is not answered when the nodes run out, or when the d
 gets `ErrorProxyRequestProcessingFailed` naming the site and the last problem seen: every
 mailbox of the batch gets exactly one answer.
 
+Each node has a circuit breaker (on the node's `BreakerBoard`): a node that failed
+`breaker_failures` calls in a row is skipped, its mailboxes going straight to their next node,
+until one probe finds it back; a site whose every node is open fails at once.
+
 Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity,
-the hop count and the request id, and `X-CAS-Budget-Ms`, the time left, so the peer never
-works past what this node will wait for.
+the hop count and the request id, and `X-CAS-Budget-Ms`: the time left less a margin for the
+way back (`Ask.next_hop_budget`), so that the peer's answer, partial if its own sources are late, is
+sent before this node's deadline, and this node waits for it until that deadline.
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from cas.breaker import CircuitBreaker
+from cas.breaker_board import BreakerBoard
 from cas.codecs.ews.client import (
     EwsFaultError,
     EwsProtocolError,
@@ -62,8 +69,6 @@ from sitemap.replica import Candidate, choose_node, replica_key
 
 log = logging.getLogger(__name__)
 
-# Time kept back from each hop for this node to assemble and send its answer.
-HOP_MARGIN_SECONDS = 0.15
 MIN_CALL_SECONDS = 0.05
 PROXY_FAILED = "ErrorProxyRequestProcessingFailed"
 
@@ -88,6 +93,10 @@ class FinalPeerError(PeerError):
     """The peer answered, but with a refusal another node of the site would repeat."""
 
 
+class PeerSkipped(PeerFailure):
+    """The node's breaker is open: it was not asked."""
+
+
 def _is_address(url: str) -> bool:
     host = httpx.URL(url).host
     try:
@@ -108,6 +117,7 @@ class Forwarder:
         secrets: Sequence[bytes],
         *,
         metrics: Metrics | None = None,
+        breakers: BreakerBoard | None = None,
         attempts: int = 3,
         max_response_bytes: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
@@ -119,6 +129,7 @@ class Forwarder:
         self.client = client
         self.secret = secrets[0]
         self.metrics = metrics
+        self.breakers = breakers
         self.attempts = attempts
         self.max_response_bytes = max_response_bytes
         self.rng = rng or random.Random()
@@ -126,6 +137,12 @@ class Forwarder:
     async def ask_site(self, site: str, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """One answer per mailbox of `site`, within the ask's deadline."""
         return await SiteCall(self, site, list(mailboxes), ask).run()
+
+    def breaker(self, site: str, url: str) -> CircuitBreaker | None:
+        """The breaker of the node at `url` of `site` (None without a board)."""
+        if self.breakers is None:
+            return None
+        return self.breakers.breaker("peer", url, f"node {url} of site {site}")
 
     # --- metrics (optional) -------------------------------------------------------------------
 
@@ -189,6 +206,7 @@ class SiteCall:
                 break
             groups = self._group(pending, candidates)
             if not groups:
+                self._all_skipped(candidates)
                 break
             if self.failed:
                 self.forwarder.count("failovers", self.site)
@@ -197,10 +215,14 @@ class SiteCall:
             )
             pending = []
             for (url, group), outcome in zip(groups.items(), outcomes):
-                if isinstance(outcome, PeerFailure):
+                if isinstance(outcome, PeerSkipped):
+                    self.failed.add(url)
+                    pending.extend(group)
+                elif isinstance(outcome, PeerFailure):
                     self.failed.add(url)
                     self.last_problem = f"node {url} failed: {outcome}"
-                    log.warning("forwarding to %s failed, failing over: %s", url, outcome)
+                    # Each node's breaker logs when it goes down and comes back; this is detail.
+                    log.info("forwarding to %s failed, failing over: %s", url, outcome)
                     pending.extend(group)
                 else:
                     self.answers.update(outcome)
@@ -218,14 +240,49 @@ class SiteCall:
     def _group(
         self, pending: list[Mailbox], candidates: list[Candidate]
     ) -> dict[str, list[Mailbox]]:
+        """Each mailbox to the first node in its replica order that has not failed in this
+        call and whose breaker would let a call through."""
+        skipped = {c.url for c in candidates if not self._available(c.url)}
         groups: dict[str, list[Mailbox]] = {}
         for mailbox in pending:
-            node = choose_node(replica_key(mailbox), candidates, failed=self.failed)
+            node = choose_node(replica_key(mailbox), candidates, failed=self.failed | skipped)
             if node is not None:
                 groups.setdefault(node.url, []).append(mailbox)
         return groups
 
+    def _available(self, url: str) -> bool:
+        breaker = self.forwarder.breaker(self.site, url)
+        return breaker is None or breaker.available
+
+    def _all_skipped(self, candidates: list[Candidate]) -> None:
+        """Say why no node is left: the ones this call did not try are all failing."""
+        open_ = [c.url for c in candidates if c.url not in self.failed]
+        if open_:
+            self.last_problem = (
+                f"not asked: every node is failing (breakers open for {', '.join(open_)})."
+            )
+
     async def _call(
+        self, url: str, name: str | None, group: list[Mailbox]
+    ) -> Answers | PeerFailure:
+        """One node's answers for `group`, its breaker told the outcome."""
+        breaker = self.forwarder.breaker(self.site, url)
+        if breaker is not None and not breaker.allow():
+            return PeerSkipped("its breaker is open")
+        try:
+            outcome = await self._attempts(url, name, group)
+        except asyncio.CancelledError:
+            if breaker is not None:
+                breaker.release_trial()
+            raise
+        if breaker is not None:
+            if isinstance(outcome, PeerFailure):
+                breaker.record_failure(str(outcome))
+            else:
+                breaker.record_success()
+        return outcome
+
+    async def _attempts(
         self, url: str, name: str | None, group: list[Mailbox]
     ) -> Answers | PeerFailure:
         sub = self.ask.request_for([MailboxQuery(m.address) for m in group])
@@ -266,7 +323,7 @@ class SiteCall:
         pause: float = base * (0.5 + self.forwarder.rng.random())
         if isinstance(error, TransientPeerError) and error.back_off:
             pause = max(pause, error.back_off)
-        left = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS - MIN_CALL_SECONDS
+        left = self.ask.next_hop_budget() - MIN_CALL_SECONDS
         if pause > left:
             raise PeerFailure(f"{error}; no time left to retry")
         return pause
@@ -274,7 +331,7 @@ class SiteCall:
     async def _post(
         self, url: str, name: str | None, body: bytes, sub: AvailabilityRequest
     ) -> list[MailboxResult]:
-        budget = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS
+        left, budget = self.ask.left(), self.ask.next_hop_budget()
         if budget < MIN_CALL_SECONDS:
             raise PeerFailure("no time left for this node")
         claims = ForwardClaims(
@@ -297,19 +354,21 @@ class SiteCall:
         # A node found through SRV is dialled at its address but verified by its DNS name.
         extensions = {"sni_hostname": name} if name and _is_address(url) else None
         try:
-            # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
-            async with asyncio.timeout(budget):
+            # The peer answers by its budget; its answer is waited for until this node's own
+            # deadline, the margin being the way back. httpx's timeout bounds each read, and
+            # the whole exchange is bounded too: a peer trickling bytes must not outlast it.
+            async with asyncio.timeout(left):
                 async with self.forwarder.client.stream(
                     "POST",
                     target,
                     content=body,
                     headers=headers,
-                    timeout=budget,
+                    timeout=left,
                     extensions=extensions,
                 ) as response:
                     payload = await self._read(response)
         except (httpx.TimeoutException, TimeoutError) as exc:
-            raise PeerFailure(f"no answer within {budget:.2f}s ({type(exc).__name__})") from exc
+            raise PeerFailure(f"no answer within {left:.2f}s ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
             raise TransientPeerError(f"{type(exc).__name__}: {exc}") from exc
         return self._results(response.status_code, payload, sub)
