@@ -29,6 +29,7 @@ from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.errors import FaultMiddleware
 from cas.endpoints.ews import EwsEndpoint
+from cas.endpoints.overload import InFlightLimit
 from cas.endpoints.public import LegacyFrontDoor
 from cas.model.availability import Limits
 from cas.observability import (
@@ -103,13 +104,17 @@ def create_app(
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.UTC).year,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
     )
-    autodiscover = AutodiscoverEndpoints(current)
+    autodiscover = AutodiscoverEndpoints(
+        current, body_timeout_seconds=settings.http_body_timeout_seconds
+    )
     api = ApiEndpoints(
         current,
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
     )
     legacy_door = LegacyFrontDoor(current, limits=limits)
     state = {"ready": False, "draining": False}
@@ -164,6 +169,12 @@ def create_app(
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(RequestCountMiddleware, metrics=metrics),
+            Middleware(
+                InFlightLimit,
+                limit=settings.max_requests_in_flight,
+                on_change=metrics.requests_in_flight.set,
+                on_refused=metrics.overload_refusals.inc,
+            ),
             Middleware(FaultMiddleware),
         ],
     )

@@ -25,6 +25,7 @@ Two families, kept apart on purpose:
       ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400   500
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
+      ├── ServerBusy                    ErrorServerBusy               503   503  (too much in flight)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
@@ -147,6 +148,14 @@ class Unauthorized(RequestFault):
     def __init__(self, message: str, challenge: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.challenge = challenge
+
+
+class ServerBusy(RequestFault):
+    """The node has as many requests in flight as it takes; try again shortly (or elsewhere)."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
 
 
 class InternalError(RequestFault):

@@ -327,6 +327,13 @@ class Metrics:
             "Requests answered 503 because the node had too many in flight.",
             registry=r,
         )
+        self.connections_dropped = Counter(
+            "cas_connections_dropped",
+            "Client connections closed or refused by the node: idle (no request in time), "
+            "headers (not complete in time), too-many (past max_connections).",
+            ["reason"],
+            registry=r,
+        )
         self.requests_in_flight = Gauge(
             "cas_requests_in_flight", "Requests being served now (health probes excepted).",
             registry=r,
@@ -377,6 +384,9 @@ class Metrics:
     def breaker_transition(self, kind: str, target: str, state: str) -> None:
         self.breaker_state.labels(kind=kind, target=target).set(BREAKER_LEVELS.get(state, 2))
         self.breaker_transitions.labels(kind=kind, target=target, state=state).inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        self.connections_dropped.labels(reason=reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from cas.codecs import ews
 from cas.codecs.ews.freshness import freshness_summary
 from cas.codecs.ews.memo import decode_availability, decode_envelope
-from cas.endpoints.body import read_body
+from cas.endpoints.body import BODY_READ_TIMEOUT_SECONDS, read_body
 from cas.errors import MailboxError, UnknownOperation
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Requester
@@ -54,8 +54,10 @@ class EwsEndpoint:
         limits: Limits,
         max_body_bytes: int,
         year: Callable[[], int],
+        body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
     ) -> None:
         self.runtime = runtime
+        self.body_timeout_seconds = body_timeout_seconds
         self.trust = trust
         self.limits = limits
         self.max_body_bytes = max_body_bytes
@@ -71,7 +73,7 @@ class EwsEndpoint:
         token = request.headers.get(HEADER)
         if token is None:
             caller = Caller(runtime.authenticator.authenticate(request))
-        body = await read_body(request, self.max_body_bytes)
+        body = await read_body(request, self.max_body_bytes, self.body_timeout_seconds)
         if token is not None:
             caller = self.verify_peer(token, request, body)
         soap = decode_envelope(body)
