@@ -45,6 +45,12 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=0,
         help="add this round-trip delay between nodes and their CalDAV server (default 0)",
     )
+    p.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="leave a part that dies down instead of starting it again (to watch failover)",
+    )
 
 
 def _add_legacy_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,6 +140,7 @@ def lab(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             duration=args.duration,
             backend_delay_ms=args.backend_delay_ms,
+            restart=args.restart,
         )
     )
 
