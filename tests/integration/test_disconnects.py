@@ -72,31 +72,35 @@ def basic(cluster: Cluster) -> bytes:
     return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
 
 
+XML = ("text/xml", b"<?xml version='1.0'?><s:Envelope")
+JSON = ("application/json", b'{"mailboxes": [{"address": "eu-a@contoso.test"')
 DOORS = [
-    ("ews", "POST", "/EWS/Exchange.asmx", "basic"),
-    ("autodiscover", "POST", "/autodiscover/autodiscover.svc", "basic"),
-    ("autodiscover", "POST", "/autodiscover/autodiscover.xml", "basic"),
-    ("json", "POST", "/api/v1/availability", "basic"),
-    ("admin", "POST", "/api/v1/cache/invalidate", "bearer"),
+    ("ews", "POST", "/EWS/Exchange.asmx", "basic", XML),
+    ("autodiscover", "POST", "/autodiscover/autodiscover.svc", "basic", XML),
+    ("autodiscover", "POST", "/autodiscover/autodiscover.xml", "basic", XML),
+    ("json", "POST", "/api/v1/availability", "basic", JSON),
+    ("json", "POST", "/api/v1/availability", "basic", XML),  # the wrong type, cut short too
+    ("admin", "POST", "/api/v1/cache/invalidate", "bearer", JSON),
 ]
 
 
-@pytest.mark.parametrize(("endpoint", "method", "path", "auth"), DOORS)
+@pytest.mark.parametrize(("endpoint", "method", "path", "auth", "upload"), DOORS)
 def test_an_upload_cut_short_costs_no_error(
-    cluster: Cluster, endpoint: str, method: str, path: str, auth: str
+    cluster: Cluster, endpoint: str, method: str, path: str, auth: str, upload: tuple[str, bytes]
 ) -> None:
     before, count = node_log(cluster), answered(cluster, endpoint, "400")
     credentials = basic(cluster) if auth == "basic" else b"Bearer " + cluster.admin_token.encode()
+    content_type, partial = upload
     head = (
         (
-            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/xml\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
             "Content-Length: 5000\r\n"
         ).encode()
         + b"Authorization: "
         + credentials
         + b"\r\n\r\n"
     )
-    send_and_leave(cluster, head, b"<?xml version='1.0'?><s:Envelope")
+    send_and_leave(cluster, head, partial)
     # the client-gone answer (400) that nobody reads
     wait_for(lambda: answered(cluster, endpoint, "400") > count, f"the node handled {path}")
     new = node_log(cluster)[len(before) :]
