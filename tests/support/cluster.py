@@ -161,7 +161,7 @@ def start_cluster(
     ca: TestCA,
     site_mailboxes: dict[str, list[str]],
     *,
-    nodes_per_site: int = 2,
+    nodes_per_site: int | Mapping[str, int] = 2,
     settings: dict[str, object] | None = None,
     extra_sites: list[dict[str, object]] | None = None,
     redis_url: str | None = None,
@@ -173,6 +173,7 @@ def start_cluster(
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
     Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar.
+    `nodes_per_site` is one count for every site, or a count per site ({site: n}).
     `site_fields` adds or replaces keys of a site's sitemap entry ({site: {"redis": ...}}),
     `top_fields` top-level keys (e.g. `dns`), and `extra_mailboxes` are appended as given.
     When any part fails to start, what was started is stopped before the error propagates.
@@ -182,7 +183,8 @@ def start_cluster(
         _start_backends(cluster, site_mailboxes, caldav_proxy)
         for site in site_mailboxes:
             cluster.sites[site] = []
-            for index in range(nodes_per_site):
+            count = nodes_per_site if isinstance(nodes_per_site, int) else nodes_per_site[site]
+            for index in range(count):
                 port = free_port()
                 proxy = FaultProxy("127.0.0.1", port).start()
                 log = root / f"node-{site}-{index}.log"
