@@ -22,7 +22,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from cas import __version__
-from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
 from cas.cache.freshness import CachedBackend, CachePolicy
 from cas.cache.remote import RemoteCache
@@ -31,7 +30,9 @@ from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.ews import EwsEndpoint
 from cas.endpoints.public import LegacyFrontDoor
+from cas.errors import Unauthorized
 from cas.forwarder import Forwarder
+from cas.identity import build_authenticator
 from cas.model.availability import Limits
 from cas.observability import (
     Metrics,
@@ -45,6 +46,7 @@ from cas.settings import Settings
 from cas.sources.base import MailboxBackend
 from cas.trust import PeerTrust, load_cluster_secret
 from sitemap.discovery import SiteNodes, SrvResolver
+from sitemap.ldapdir import LdapDirectory
 from sitemap.model import Site, Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
@@ -141,6 +143,14 @@ def cluster_secrets(settings: Settings) -> list[bytes]:
         raise ConfigurationError(f"cluster_secret_file: {exc}") from None
 
 
+def start_directory(sitemap: Sitemap) -> None:
+    """Read an LDAP directory before the node serves from it (or from its cache file), and keep
+    refreshing it; `DirectoryUnavailable` (a ValueError: a reload keeps the running one)."""
+    if isinstance(sitemap.directory, LdapDirectory):
+        sitemap.directory.load()
+        sitemap.directory.start()
+
+
 def _same_backends(old: Site, new: Site) -> bool:
     return (old.caldav, old.legacy) == (new.caldav, new.legacy)
 
@@ -164,6 +174,7 @@ def runtime_builder(
 
     def build(sitemap: Sitemap, previous: Runtime | None) -> Runtime:
         config = sitemap.site(site)
+        start_directory(sitemap)
         policy = cache_policy(settings)
         if injected is not None:
             backends = dict(injected)
@@ -196,7 +207,9 @@ def runtime_builder(
             )
         return Runtime(
             sitemap=sitemap,
-            authenticator=BasicAuthenticator(sitemap.auth),
+            authenticator=build_authenticator(
+                sitemap, previous.authenticator if previous else None
+            ),
             availability=AvailabilityService(
                 sitemap,
                 site,
@@ -279,13 +292,30 @@ def create_app(
     legacy_door = LegacyFrontDoor(current, limits=limits)
     state = {"ready": False, "draining": False}
 
+    async def health_refusal(request: Request) -> Response | None:
+        """None when the health door lets this caller in (anonymous by default), else the 401."""
+        authenticator = holder.current.authenticator
+        try:
+            await authenticator.authenticate(request, "health")
+        except Unauthorized as fault:
+            return PlainTextResponse(
+                fault.message, fault.http_status, headers=authenticator.challenge()
+            )
+        return None
+
     async def healthz(request: Request) -> Response:
         """Liveness: "ok" for probes; with `Accept: application/json`, also version and site."""
+        refusal = await health_refusal(request)
+        if refusal is not None:
+            return refusal
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"status": "ok", "version": __version__, "site": site})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        refusal = await health_refusal(request)
+        if refusal is not None:
+            return refusal
         if state["ready"] and not state["draining"]:
             return PlainTextResponse("ready")
         reason = "draining: shutting down" if state["draining"] else "not ready"
@@ -308,6 +338,9 @@ def create_app(
             state["ready"] = False
             if watcher is not None:
                 watcher.cancel()
+            directory = holder.current.sitemap.directory
+            if isinstance(directory, LdapDirectory):
+                directory.stop()
             await holder.aclose()
             await client.aclose()
             await store.aclose()

@@ -150,12 +150,19 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--tls-cert and --tls-key go together")
 
     from cas.app import ConfigurationError
+    from cas.identity import IdentityConfigError
     from cas.observability import configure_logging
+    from sitemap.ldapdir import DirectoryUnavailable
 
     configure_logging(settings.log_level.upper(), site)
     try:
         app = create_app(settings, sitemap, site, path=args.config)
-    except (SecretUnavailable, ConfigurationError) as exc:
+    except (
+        SecretUnavailable,
+        ConfigurationError,
+        IdentityConfigError,
+        DirectoryUnavailable,
+    ) as exc:
         raise UsageError(f"{args.config}: {exc}") from None
     config = uvicorn.Config(
         app,

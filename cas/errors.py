@@ -23,6 +23,7 @@ Two families, kept apart on purpose:
       ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400   500
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
+      │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
@@ -102,6 +103,16 @@ class Unauthorized(RequestFault):
     code = "ErrorAccessDenied"
     http_status = 401
     soap_status = 401
+
+
+class AuthenticationUnavailable(Unauthorized):
+    """Credentials could not be checked: the directory or the token issuer's keys are out of
+    reach. Not the caller's fault, and not a refusal: answered 503, so clients retry later
+    instead of asking their user for a password again."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
 
 
 class InternalError(RequestFault):

@@ -57,11 +57,13 @@ class ApiEndpoints:
     async def availability(self, request: Request) -> Response:
         runtime = self.runtime()
         try:
-            requester = runtime.authenticator.authenticate(request)
+            requester = await runtime.authenticator.authenticate(request, "api")
             parsed = parse_availability_request(await read_body(request, self.max_body_bytes))
             check_limits(parsed, self.limits)
         except Unauthorized as fault:
-            return _error(401, fault.code, fault.message, runtime.authenticator.challenge())
+            return _error(
+                fault.http_status, fault.code, fault.message, runtime.authenticator.challenge()
+            )
         except (RequestFault, TimeoutError) as fault:
             status = fault.http_status if isinstance(fault, RequestFault) else 408
             code = fault.code if isinstance(fault, RequestFault) else "ErrorTimeoutExpired"

@@ -3,7 +3,7 @@
 Each parses with its codec, asks `AutodiscoverService` for one answer per address and renders
 it with the same codec, so every failure is answered in the protocol's own error form. SOAP and
 POX require a login like EWS does (an unauthenticated probe learns the scheme from the 401);
-the JSON door is anonymous, as Exchange's is.
+the JSON door is anonymous by default, as Exchange's is (`auth.anonymous` decides).
 """
 
 from __future__ import annotations
@@ -39,12 +39,14 @@ class AutodiscoverEndpoints:
 
     @staticmethod
     def _challenge(runtime: Runtime, fault: Unauthorized) -> Response:
-        return Response(fault.message, status_code=401, headers=runtime.authenticator.challenge())
+        return Response(
+            fault.message, status_code=fault.http_status, headers=runtime.authenticator.challenge()
+        )
 
     async def soap(self, request: Request) -> Response:
         runtime = self.runtime()
         try:
-            runtime.authenticator.authenticate(request)
+            await runtime.authenticator.authenticate(request, "autodiscover")
             body = await read_body(request, MAX_AUTODISCOVER_BODY)
             parsed = ad.parse_get_user_settings(body)
         except Unauthorized as fault:
@@ -64,7 +66,7 @@ class AutodiscoverEndpoints:
         now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
         try:
-            runtime.authenticator.authenticate(request)
+            await runtime.authenticator.authenticate(request, "autodiscover")
             body = await read_body(request, MAX_AUTODISCOVER_BODY)
             parsed = ad.parse_pox_request(body)
         except Unauthorized as fault:
@@ -93,12 +95,17 @@ class AutodiscoverEndpoints:
         )
 
     async def json(self, request: Request) -> Response:
+        runtime = self.runtime()
+        try:
+            await runtime.authenticator.authenticate(request, "autodiscover_json")
+        except Unauthorized as fault:
+            return self._challenge(runtime, fault)
         try:
             parsed = ad.parse_json_path(request.path_params["address"], request.query_params)
         except ad.JsonAutodiscoverError as error:
             status, body = ad.render_json_error(error)
             return JSONResponse(body, status_code=status)
-        answer = await self.runtime().autodiscover.answer(parsed.address)
+        answer = await runtime.autodiscover.answer(parsed.address)
         origin = f"{request.url.scheme}://{request.url.netloc}"
         if isinstance(answer, ad.UserSettings):
             origin = answer.ews_url.rsplit("/EWS/", 1)[0]

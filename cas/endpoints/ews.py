@@ -96,7 +96,7 @@ class EwsEndpoint:
         token = request.headers.get(FORWARD_HEADER)
         try:
             if token is None:
-                caller = Caller(runtime.authenticator.authenticate(request))
+                caller = Caller(await runtime.authenticator.authenticate(request, "ews"))
             body = await read_body(request, self.max_body_bytes)
             if token is not None:
                 caller = self.verify_peer(token, request, body)
@@ -115,7 +115,9 @@ class EwsEndpoint:
             return Response(forged.reason, status_code=forged.http_status)
         except Unauthorized as fault:
             return Response(
-                fault.message, status_code=401, headers=runtime.authenticator.challenge()
+                fault.message,
+                status_code=fault.http_status,
+                headers=runtime.authenticator.challenge(),
             )
         except RequestFault as fault:
             return self.fault(fault)

@@ -45,9 +45,11 @@ class LegacyFrontDoor:
     async def freebusy(self, request: Request) -> Response:
         runtime = self.runtime()
         try:
-            requester = runtime.authenticator.authenticate(request)
+            requester = await runtime.authenticator.authenticate(request, "public")
         except Unauthorized as fault:
-            return PlainTextResponse(fault.message, 401, headers=runtime.authenticator.challenge())
+            return PlainTextResponse(
+                fault.message, fault.http_status, headers=runtime.authenticator.challenge()
+            )
         commands = [v for k, v in request.query_params.multi_items() if k.casefold() == "cmd"]
         if not commands or commands[0].strip().casefold() != "freebusy":
             return PlainTextResponse("This front door answers cmd=freebusy only.", 400)
