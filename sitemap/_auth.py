@@ -30,6 +30,7 @@ from sitemap._checks import (
     as_url,
     describe,
     resolve_path,
+    section,
 )
 from sitemap.model import (
     DEFAULT_ANONYMOUS_DOORS,
@@ -236,7 +237,7 @@ def _jwt(fields: Fields, base_dir: Path) -> JwtIssuer | None:
     audience = sub.get("audience", as_text, required=True)
     jwks_url = sub.get("jwks_url", as_key_url, required=True)
     algorithms = tuple(a for _, a in sub.items("algorithms", _algorithm))
-    if "algorithms" in sub.data and not algorithms:
+    if sub.data.get("algorithms") == []:
         sub.problem("algorithms", "list at least one algorithm")
     ca_file = sub.get("ca_file", as_text)
     values = {
@@ -283,7 +284,7 @@ def read_auth(report: Report, top: Fields, base_dir: Path, *, has_ldap: bool) ->
 
 
 def read_ldap(report: Report, top: Fields, base_dir: Path) -> LdapServer | None:
-    fields = top.sub("ldap", LDAP_FIELDS)
+    fields = section(report, top, "ldap", LDAP_FIELDS)
     if fields is None:
         return None
     url = fields.get("url", as_ldap_url, required=True)

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from sitemap._auth import as_attribute, as_dn, ldap_filter
-from sitemap._checks import Fields, Invalid, as_positive_number, as_text, describe, resolve_path
+from sitemap._checks import (
+    Fields,
+    Invalid,
+    Report,
+    as_positive_number,
+    as_text,
+    describe,
+    resolve_path,
+    section,
+)
 from sitemap.model import LdapDirectoryConfig
 
 DIRECTORY_FIELDS = (
@@ -55,9 +64,9 @@ def _site_map(fields: Fields, site_names: tuple[str, ...]) -> dict[str, str]:
 
 
 def read_directory(
-    top: Fields, base_dir: Path, site_names: tuple[str, ...], *, has_ldap: bool
+    report: Report, top: Fields, base_dir: Path, site_names: tuple[str, ...], *, has_ldap: bool
 ) -> LdapDirectoryConfig | None:
-    fields = top.sub("directory", DIRECTORY_FIELDS)
+    fields = section(report, top, "directory", DIRECTORY_FIELDS)
     if fields is None:
         return None
     source = fields.get("source", as_text, required=True)

@@ -354,7 +354,7 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
                 sites[name] = site
 
     ctx = _Context(tuple(d for _, d in domains), tuple(written), sites, base)
-    directory_config = read_directory(top, base, tuple(written), has_ldap=ldap is not None)
+    directory_config = read_directory(report, top, base, tuple(written), has_ldap=ldap is not None)
     listed: list[tuple[str, str, Mailbox | None]] = [
         (source, entry, _mailbox(report, entry, raw, ctx))
         for entry, raw in _entries(report, top, "mailboxes")
