@@ -13,6 +13,7 @@ Neither message ever holds a password. The LDAP login (`cas.identity`) and the L
 
 from __future__ import annotations
 
+import math
 import ssl
 
 from ldap3 import NONE, SIMPLE, SYNC, Connection, Server, Tls
@@ -69,7 +70,7 @@ def open_connection(config: LdapServer, dn: str | None, password: str | None) ->
         authentication=SIMPLE if dn is not None else None,
         client_strategy=SYNC,
         read_only=True,
-        receive_timeout=config.timeout_seconds,
+        receive_timeout=max(1, math.ceil(config.timeout_seconds)),  # ldap3 wants whole seconds
         raise_exceptions=False,
         auto_referrals=False,  # a referral names another server: never followed
     )
@@ -88,7 +89,7 @@ def open_connection(config: LdapServer, dn: str | None, password: str | None) ->
     except LdapError:
         connection.unbind()
         raise
-    except (LDAPException, OSError, ssl.SSLError) as exc:
+    except Exception as exc:  # ldap3 raises LDAPException, OSError, ssl and struct errors
         connection.unbind()
         raise LdapUnavailable(f"{config.url}: {_words(exc)}") from None
     return connection

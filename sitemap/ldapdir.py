@@ -25,7 +25,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -91,7 +91,7 @@ class _Builder:
         self.sites = {s.name: s for s in sites}
         self.domains = {d.casefold() for d in domains}
         self.org = (domains[0] if domains else "").split(".")[0]
-        self.by_name: dict[str, str] = {}
+        self.pending: list[tuple[str, Mailbox]] = []
         self.dn_to_address: dict[str, str] = {}
         self.mailboxes: list[Mailbox] = []
         self.skipped: list[str] = []
@@ -114,26 +114,18 @@ class _Builder:
         return next(iter(self.sites)) if len(self.sites) == 1 else None
 
     def add(self, dn: str, attributes: Mapping[str, Any]) -> None:
+        """Read one entry; clashes between entries are settled in `finish`."""
         c = self.config
         address = _first(attributes.get(c.address_attribute))
         if address is None or not self._address_ok(address):
             self.skipped.append(f"{dn}: {c.address_attribute} is not a served address: {address!r}")
             return
-        if address.casefold() in self.by_name:
-            self.skipped.append(f"{dn}: {address} is also {self.by_name[address.casefold()]}")
-            return
         site = self._site(attributes)
         if site is None:
             self.skipped.append(f"{dn}: no site for {address} ({c.site_attribute})")
             return
-        aliases = []
         raw = _all(attributes.get(c.aliases_attribute)) if c.aliases_attribute else []
-        for alias in smtp_aliases(raw):
-            key = alias.casefold()
-            if key != address.casefold() and key not in self.by_name and self._address_ok(alias):
-                aliases.append(alias)
-                self.by_name[key] = dn
-        self.by_name[address.casefold()] = dn
+        aliases = tuple(a for a in smtp_aliases(raw) if self._address_ok(a))
         legacy_dn = _first(attributes.get(c.legacy_dn_attribute)) if c.legacy_dn_attribute else None
         local = address.partition("@")[0]
         if legacy_dn is None or not legacy_dn.casefold().startswith("/o="):
@@ -148,19 +140,41 @@ class _Builder:
         name = (
             _first(attributes.get(c.display_name_attribute)) if c.display_name_attribute else None
         )
-        self.mailboxes.append(
-            Mailbox(
-                address=address,
-                site=site,
-                kind=kind,  # type: ignore[arg-type]
-                legacy_dn=legacy_dn,
-                aliases=tuple(aliases),
-                display_name=name,
-                timezone=home.timezone,
-                working_hours=home.working_hours,
-            )
+        mailbox = Mailbox(
+            address=address,
+            site=site,
+            kind=kind,  # type: ignore[arg-type]
+            legacy_dn=legacy_dn,
+            aliases=aliases,
+            display_name=name,
+            timezone=home.timezone,
+            working_hours=home.working_hours,
         )
-        self.dn_to_address[dn.casefold()] = address
+        self.pending.append((dn, mailbox))
+
+    def finish(self) -> None:
+        """Settle clashes the same way whatever order the server sent: entries in DN order; a
+        primary address beats any alias; of two entries with one primary address, the first
+        is kept; an alias another entry has already, or that is a primary address, is dropped."""
+        self.pending.sort(key=lambda item: item[0].casefold())
+        primaries: dict[str, str] = {}
+        kept: list[tuple[str, Mailbox]] = []
+        for dn, mailbox in self.pending:
+            key = mailbox.address.casefold()
+            if key in primaries:
+                self.skipped.append(f"{dn}: {mailbox.address} is also {primaries[key]}")
+                continue
+            primaries[key] = dn
+            kept.append((dn, mailbox))
+        claimed = set(primaries)
+        for dn, mailbox in kept:
+            aliases = []
+            for alias in mailbox.aliases:
+                if alias.casefold() not in claimed:
+                    claimed.add(alias.casefold())
+                    aliases.append(alias)
+            self.mailboxes.append(replace(mailbox, aliases=tuple(aliases)))
+            self.dn_to_address[dn.casefold()] = mailbox.address
 
     def groups(self, entries: list[tuple[str, Mapping[str, Any]]]) -> list[Group]:
         c = self.config
@@ -268,6 +282,7 @@ class LdapDirectory(LiveDirectory):
                 connection, c.base, c.filter, wanted, self.server.page_size
             ):
                 builder.add(dn, attributes)
+            builder.finish()
             group_entries: list[tuple[str, Mapping[str, Any]]] = []
             if c.group_base:
                 group_attributes = [c.group_name_attribute, c.group_member_attribute]

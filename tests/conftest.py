@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.support.leftovers",
     "tests.support.radicale",
     "tests.support.redis",
+    "tests.support.slapd",
 ]
