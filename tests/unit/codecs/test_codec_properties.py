@@ -11,7 +11,7 @@ from __future__ import annotations
 import string
 from datetime import UTC, datetime, timedelta
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cas.codecs.autodiscover.client import (
@@ -28,7 +28,7 @@ from cas.codecs.ews.client import (
 )
 from cas.codecs.ews.convert_id import parse_convert_id_response
 from cas.codecs.ews.memo import decode_availability, decode_envelope
-from cas.codecs.json_api import parse_availability_request
+from cas.codecs.json_api import parse_availability_request, render_availability_response
 from cas.codecs.public_freebusy import (
     LegacyItem,
     LegacyQuery,
@@ -291,6 +291,34 @@ def test_json_api_arbitrary_documents_raise_only_request_faults(document: dict) 
     import json
 
     try:
-        parse_availability_request(json.dumps(document).encode())
+        parsed = parse_availability_request(json.dumps(document).encode())
     except RequestFault:
-        pass
+        return
+    # whatever was accepted can be answered: the answer is JSON text that encodes
+    results = [MailboxError.of("ErrorMailRecipientNotFound") for _ in parsed.mailboxes]
+    json.dumps(render_availability_response(parsed, results), ensure_ascii=False).encode()
+
+
+@BOUNDED
+@given(st.text(st.characters(exclude_categories=()), max_size=20))
+@example("\ud800")
+def test_json_api_accepted_addresses_can_be_answered(local: str) -> None:
+    import json
+
+    body = json.dumps({"schedules": [local + "@contoso.test"],
+                       "startTime": {"dateTime": "2024-03-04T00:00:00"},
+                       "endTime": {"dateTime": "2024-03-05T00:00:00"}}).encode()  # fmt: skip
+    try:
+        parsed = parse_availability_request(body)
+    except RequestFault:
+        return
+    results = [MailboxError.of("ErrorMailRecipientNotFound") for _ in parsed.mailboxes]
+    json.dumps(render_availability_response(parsed, results), ensure_ascii=False).encode()
+
+
+def test_json_api_deep_nesting_is_refused_not_a_crash() -> None:
+    import pytest
+
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        with pytest.raises(RequestFault, match="nested too deeply"):
+            parse_availability_request(body)
