@@ -151,6 +151,14 @@ def start_directory(sitemap: Sitemap) -> None:
         sitemap.directory.start()
 
 
+def stop_directory(sitemap: Sitemap, keep: Sitemap | None = None) -> None:
+    """Stop refreshing `sitemap`'s LDAP directory, unless `keep` uses the same one. Requests
+    still holding the old generation keep its last content."""
+    directory = sitemap.directory
+    if isinstance(directory, LdapDirectory) and (keep is None or keep.directory is not directory):
+        directory.stop()
+
+
 def _same_backends(old: Site, new: Site) -> bool:
     return (old.caldav, old.legacy) == (new.caldav, new.legacy)
 
@@ -205,6 +213,8 @@ def runtime_builder(
                 attempts=settings.forward_attempts,
                 max_response_bytes=settings.max_peer_response_bytes,
             )
+        if previous is not None:
+            stop_directory(previous.sitemap, keep=sitemap)
         return Runtime(
             sitemap=sitemap,
             authenticator=build_authenticator(
@@ -338,9 +348,7 @@ def create_app(
             state["ready"] = False
             if watcher is not None:
                 watcher.cancel()
-            directory = holder.current.sitemap.directory
-            if isinstance(directory, LdapDirectory):
-                directory.stop()
+            stop_directory(holder.current.sitemap)
             await holder.aclose()
             await client.aclose()
             await store.aclose()

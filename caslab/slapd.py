@@ -6,7 +6,8 @@ into its folder: the core, cosine and inetOrgPerson schemas, a small schema with
 overlay (so `memberOf` follows `groupOfNames`), and access rules under which passwords can
 only be bound with. It listens on a free port of 127.0.0.1 (`ldap://`, StartTLS when TLS
 files are given, and an `ldaps://` port too), waits until an anonymous bind answers, and is
-stopped by PID. `add_ldif(text)` loads entries offline (`slapadd`) before the start, the
+stopped by PID. Bound users may read the whole directory unless `size_limit` is given (the
+limit a real directory puts on searches). `add_ldif(text)` loads entries offline (`slapadd`) before the start, the
 quick way to load tens of thousands; `ssha(password)` makes a `{SSHA}` userPassword value.
 """
 
@@ -72,8 +73,10 @@ class SlapdProcess:
         root_password: str = "root-secret",
         tls: tuple[str, str, str] | None = None,  # (cert file, key file, CA file)
         binary: str | None = None,
+        size_limit: int | None = None,
     ) -> None:
         self.folder = Path(folder).resolve()
+        self.size_limit = size_limit  # None: bound users may read everything (paged)
         self.suffix = suffix
         self.root_dn = f"cn=admin,{suffix}"
         self.root_password = root_password
@@ -124,6 +127,11 @@ class SlapdProcess:
             + f'suffix "{self.suffix}"\nrootdn "{self.root_dn}"\nrootpw {self.root_password}\n'
             + f"directory {self.folder / 'data'}\n"
             + "index objectClass eq\nindex mail,uid,member eq\n"
+            + (
+                "limits users size=unlimited\n"
+                if self.size_limit is None
+                else f"limits users size={self.size_limit}\n"
+            )
             + "access to attrs=userPassword by anonymous auth by * none\n"
             + "access to * by * read\n"
             + "overlay memberof\n"

@@ -38,6 +38,7 @@ __all__ = ["DirectoryUnavailable", "LdapDirectory", "RefreshReport"]
 log = logging.getLogger(__name__)
 
 SHOWN_PROBLEMS = 5
+SIZE_LIMIT_EXCEEDED = 4
 
 
 class DirectoryUnavailable(ValueError):
@@ -209,12 +210,25 @@ class _Builder:
 
 
 def _search(connection: Any, base: str, search_filter: str, attributes: list[str], page: int):  # type: ignore[no-untyped-def]
+    """The (dn, attributes) of every entry, page by page; `LdapUnavailable` when the search
+    ends short of the last entry (a size or time limit, a lost connection): a directory cut
+    short must never replace a whole one."""
     results = connection.extend.standard.paged_search(
         base, search_filter, attributes=attributes, paged_size=page, generator=True
     )
     for item in results:
         if item.get("type") == "searchResEntry":
             yield item["dn"], item["attributes"]
+    result = connection.result or {}
+    code = result.get("result")
+    if code == SIZE_LIMIT_EXCEEDED:
+        raise LdapUnavailable(
+            f"the search under {base} stopped at the server's size limit; let the service "
+            "account read the whole directory in pages (OpenLDAP: limits ... size.prtotal="
+            "unlimited; Active Directory pages without a total limit)"
+        )
+    if code not in (0, None):
+        raise LdapUnavailable(f"the search under {base} failed: {result.get('description')}")
 
 
 class LdapDirectory(LiveDirectory):
@@ -296,10 +310,6 @@ class LdapDirectory(LiveDirectory):
                         group_attributes,
                         self.server.page_size,
                     )
-                )
-            if connection.result and connection.result.get("result") not in (0, None):
-                raise LdapUnavailable(
-                    f"search under {c.base} failed: {connection.result.get('description')}"
                 )
         except LdapError:
             raise

@@ -307,3 +307,39 @@ async def test_doctor_binds_and_finds_each_base(slapd: SlapdProcess, tmp_path: P
     (tmp_path / "ldap-secret").write_text("not-the-service-password")
     outcome = await ldap_check(sitemap).probe()  # the secret file is read at each bind
     assert not outcome.ok and "refused the service account" in outcome.detail
+
+
+def test_sitemap_locate_reads_the_ldap_directory(slapd: SlapdProcess, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "sitemap.yaml"
+    path.write_text(sitemap_text(slapd, tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-m", "sitemap", "locate", "ROBERT@contoso.test", "--config", str(path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "address:   bob@contoso.test" in result.stdout and "site:      us" in result.stdout
+    validated = subprocess.run(
+        [sys.executable, "-m", "sitemap", "validate", str(path)], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert validated.returncode == 0 and f"mailboxes from LDAP {slapd.url}" in validated.stdout
+
+
+def test_a_directory_cut_short_by_a_size_limit_never_replaces_a_whole_one(tmp_path: Path) -> None:
+    own = SlapdProcess(tmp_path / "slapd", size_limit=2)
+    own.start()
+    try:
+        seed_directory(own)
+        (tmp_path / "pw").write_text(SERVICE_PASSWORD)
+        server = LdapServer(
+            url=own.url, bind_dn=SERVICE_DN, password=SecretRef(file=str(tmp_path / "pw"))
+        )
+        directory = LdapDirectory(server, CONFIG, SITES, DOMAINS)
+        with pytest.raises(DirectoryUnavailable, match="size limit"):
+            directory.load()
+        assert not directory.loaded and len(directory) == 0
+    finally:
+        own.stop()
