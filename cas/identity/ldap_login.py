@@ -79,7 +79,8 @@ class LdapPasswords:
             connection.unbind()
         if len(entries) != 1:
             return None  # no such user, or a name that is not unique: refused either way
-        return entries[0]
+        entry: dict[str, Any] = entries[0]
+        return entry
 
     def _groups(self, entry: dict[str, Any]) -> frozenset[str]:
         login = self.login
