@@ -40,7 +40,7 @@ from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.settings import Settings
 from cas.sources.base import MailboxReader
 from cas.trust import PeerTrust
-from cas.wiring import runtime_builder
+from cas.wiring import runtime_builder, stop_directory
 from sitemap.model import Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
@@ -113,11 +113,13 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         """Liveness: "ok" for probes; with `Accept: application/json`, also version and site."""
+        await holder.current.authenticator.authenticate(request, "health")
         if "application/json" in request.headers.get("accept", ""):
             return JSONResponse({"status": "ok", "version": __version__, "site": site})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        await holder.current.authenticator.authenticate(request, "health")
         if state["ready"] and not state["draining"]:
             return PlainTextResponse("ready")
         reason = "draining: shutting down" if state["draining"] else "not ready"
@@ -140,6 +142,7 @@ def create_app(
             state["ready"] = False
             if watcher is not None:
                 watcher.cancel()
+            stop_directory(holder.current.sitemap)
             await holder.aclose()
             await client.aclose()
             await store.aclose()

@@ -25,6 +25,7 @@ Two families, kept apart on purpose:
       ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400   500
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
+      │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
@@ -46,6 +47,7 @@ Every exception the node raises derives from `CasError`; those defined elsewhere
     ├── AutodiscoverClientError    likewise for Autodiscover (cas.codecs.autodiscover.client)
     ├── LegacyResponseError        an old server's answer (cas.codecs.public_freebusy)
     ├── LookupFailed               `cas lookup` found nothing to ask (cas.client.options)
+    ├── IdentityConfigError, UsersFileError   identities misconfigured (cas.identity)
     └── UsageError                 a command-line mistake (cas.cli)
 
 Adapters translate their library's exceptions into `BackendFailure` at their edge; the service
@@ -147,6 +149,16 @@ class Unauthorized(RequestFault):
     def __init__(self, message: str, challenge: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.challenge = challenge
+
+
+class AuthenticationUnavailable(Unauthorized):
+    """Credentials could not be checked: the directory or the token issuer's keys are out of
+    reach. Not the caller's fault, and not a refusal: answered 503, so clients retry later
+    instead of asking their user for a password again."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
 
 
 class InternalError(RequestFault):

@@ -72,11 +72,7 @@ class Plan:
 def resolve(sitemap: Sitemap, query: MailboxQuery) -> Mailbox | None:
     """The directory entry a query names: by SMTP address or alias, or by legacy DN for EX."""
     if query.routing_type.upper() == "EX":
-        wanted = query.address.strip().casefold()
-        for mailbox in sitemap.mailboxes:
-            if mailbox.legacy_dn and mailbox.legacy_dn.casefold() == wanted:
-                return mailbox
-        return None
+        return sitemap.directory.by_legacy_dn(query.address)
     return sitemap.lookup(query.address)
 
 

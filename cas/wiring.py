@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
 from cas.cache.cached import CachedSource, CachePolicy
 from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
+from cas.identity import build_authenticator
 from cas.observability import Metrics
 from cas.routing import local_target, site_target
 from cas.runtime import Runtime
@@ -35,6 +35,7 @@ from cas.sources.base import MailboxReader, ReaderSource, Source
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
 from sitemap.discovery import SiteNodes, SrvResolver
+from sitemap.ldapdir import LdapDirectory
 from sitemap.model import Site, Sitemap
 
 
@@ -61,6 +62,22 @@ def remote_rules(settings: Settings) -> CachePolicy:
         local_seconds=0.0,
         shared_flight=False,
     )
+
+
+def start_directory(sitemap: Sitemap) -> None:
+    """Read an LDAP directory before the node serves from it (or from its cache file), and keep
+    refreshing it; `DirectoryUnavailable` (a ValueError: a reload keeps the running one)."""
+    if isinstance(sitemap.directory, LdapDirectory):
+        sitemap.directory.load()
+        sitemap.directory.start()
+
+
+def stop_directory(sitemap: Sitemap, keep: Sitemap | None = None) -> None:
+    """Stop refreshing `sitemap`'s LDAP directory, unless `keep` uses the same one. Requests
+    still holding the old generation keep its last content."""
+    directory = sitemap.directory
+    if isinstance(directory, LdapDirectory) and (keep is None or keep.directory is not directory):
+        directory.stop()
 
 
 def _same_backends(old: Site, new: Site) -> bool:
@@ -122,6 +139,7 @@ def runtime_builder(
         return found
 
     def build(sitemap: Sitemap, previous: Runtime | None) -> Runtime:
+        start_directory(sitemap)
         if previous is not None and previous.sitemap.dns == sitemap.dns:
             resolver = previous.autodiscover.nodes.resolver
         else:
@@ -130,9 +148,13 @@ def runtime_builder(
         others = remote(sitemap, resolver)
         sources = {local_target(kind): s for kind, s in mine.items()}
         sources.update({site_target(name): s for name, s in others.items()})
+        if previous is not None:
+            stop_directory(previous.sitemap, keep=sitemap)
         return Runtime(
             sitemap=sitemap,
-            authenticator=BasicAuthenticator(sitemap.auth),
+            authenticator=build_authenticator(
+                sitemap, previous.authenticator if previous else None
+            ),
             availability=AvailabilityService(
                 sitemap,
                 site,

@@ -158,6 +158,17 @@ class Fields:
         return None
 
 
+def section(report: Report, top: Fields, key: str, allowed: Sequence[str]) -> Fields | None:
+    """The top-level mapping `key` as its own entry (problems read `key: field: ...`)."""
+    value = top.data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        top.problem(key, f"expected a mapping, got {describe(value)}")
+        return None
+    return Fields(report, key, value, allowed)
+
+
 def describe(value: object) -> str:
     if isinstance(value, bool):
         return f"the flag {str(value).lower()}"

@@ -52,6 +52,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from sitemap._auth import AUTH_FIELDS, LDAP_FIELDS, USER_FIELDS, read_auth, read_ldap
 from sitemap._checks import (
     SECRET_INLINED,
     TOP,
@@ -62,7 +63,6 @@ from sitemap._checks import (
     SitemapError,
     address_checker,
     as_domain,
-    as_flag,
     as_text,
     as_url,
     as_zone,
@@ -71,15 +71,28 @@ from sitemap._checks import (
     no_repeats,
     resolve_path,
 )
+from sitemap._directory import DIRECTORY_FIELDS, read_directory
 from sitemap._sites import read_dns, read_site, read_working_hours
 from sitemap._yaml import read_yaml
-from sitemap.model import ClientAuth, ClientUser, Mailbox, Site, Sitemap, WorkingHoursSpec
+from sitemap.directory import Directory
+from sitemap.ldapdir import LdapDirectory
+from sitemap.model import Mailbox, Site, Sitemap, WorkingHoursSpec
 
-__all__ = ["Problem", "SitemapError", "load_sitemap", "parse_sitemap"]
+__all__ = [
+    "AUTH_FIELDS",
+    "DIRECTORY_FIELDS",
+    "LDAP_FIELDS",
+    "USER_FIELDS",
+    "Problem",
+    "SitemapError",
+    "load_sitemap",
+    "parse_sitemap",
+]
 
-TOP_FIELDS = ("domains", "auth", "settings", "dns", "sites", "mailboxes", "mailboxes_csv")
-AUTH_FIELDS = ("anonymous", "users")
-USER_FIELDS = ("username", "password_env", "password_file")
+TOP_FIELDS = (
+    "domains", "auth", "ldap", "directory", "settings", "dns", "sites", "mailboxes",
+    "mailboxes_csv",
+)  # fmt: skip
 MAILBOX_FIELDS = (
     "address", "site", "kind", "legacy_dn", "aliases", "display_name", "timezone",
     "calendar_url", "working_hours",
@@ -149,41 +162,6 @@ def _entries(report: Report, top: Fields, key: str) -> list[tuple[str, dict[Any,
                 entry_label(key, index, item), "", f"expected a mapping, got {describe(item)}"
             )
     return found
-
-
-def _auth(report: Report, top: Fields, base_dir: Path) -> ClientAuth:
-    value = top.data.get("auth")
-    if value is None:
-        return ClientAuth()
-    if not isinstance(value, dict):
-        top.problem("auth", f"expected a mapping, got {describe(value)}")
-        return ClientAuth()
-    fields = Fields(report, "auth", value, AUTH_FIELDS)
-    anonymous = fields.get("anonymous", as_flag) or False
-    users: list[ClientUser] = []
-    names: list[tuple[int, str]] = []
-    listed = fields.items("users", lambda item: item)
-    for index, item in listed:
-        if not isinstance(item, dict):
-            fields.problem(f"users[{index}]", f"expected a mapping, got {describe(item)}")
-            continue
-        user = Fields(report, "auth", item, USER_FIELDS, prefix=f"users[{index}].")
-        name = user.get("username", as_text, required=True)
-        if name is not None and ":" in name:
-            user.problem("username", f"a user name cannot contain ':': {name!r}")
-        secret = user.secret(base_dir, required=True)
-        if name is not None:
-            names.append((index, name))
-            if secret is not None:
-                users.append(ClientUser(username=name, password=secret))
-    first: dict[str, int] = {}
-    for index, name in names:
-        if name in first:
-            fields.problem(
-                f"users[{index}].username", f"duplicate user {name!r} (also users[{first[name]}])"
-            )
-        first.setdefault(name, index)
-    return ClientAuth(users=tuple(users), anonymous=anonymous)
 
 
 def _settings(report: Report, top: Fields) -> Mapping[str, object]:
@@ -354,7 +332,8 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
     top = Fields(report, TOP, data, TOP_FIELDS + extensions)  # x-...: room for YAML anchors
     domains = top.items("domains", as_domain)
     no_repeats(top, "domains", domains)
-    auth = _auth(report, top, base)
+    ldap = read_ldap(report, top, base)
+    auth = read_auth(report, top, base, has_ldap=ldap is not None)
     settings = _settings(report, top)
     dns_config = read_dns(report, top)
 
@@ -376,6 +355,7 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
                 sites[name] = site
 
     ctx = _Context(tuple(d for _, d in domains), tuple(written), sites, base)
+    directory_config = read_directory(report, top, base, tuple(written), has_ldap=ldap is not None)
     listed: list[tuple[str, str, Mailbox | None]] = [
         (source, entry, _mailbox(report, entry, raw, ctx))
         for entry, raw in _entries(report, top, "mailboxes")
@@ -399,10 +379,14 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
 
     if report.problems:
         raise SitemapError(report.problems)
+    directory: Directory | tuple[Mailbox, ...] = tuple(m for _, _, m in mailboxes)
+    if directory_config is not None and ldap is not None:
+        directory = LdapDirectory.shared(ldap, directory_config, tuple(sites.values()), ctx.domains)
     return Sitemap(
         source=source,
         sites=tuple(sites.values()),
-        mailboxes=tuple(m for _, _, m in mailboxes),
+        mailboxes=directory,
+        ldap=ldap,
         domains=ctx.domains,
         auth=auth,
         settings=settings,

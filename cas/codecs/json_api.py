@@ -68,6 +68,14 @@ def parse_availability_request(body: bytes) -> AvailabilityRequest:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"JSON request: not JSON ({exc}).") from None
+    except RecursionError:  # deeply nested arrays or objects: refused, not a crash
+        raise InvalidValue("JSON request: nested too deeply.") from None
+    try:  # a lone surrogate ("\\ud800") is valid JSON but no text: it could not be answered
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(
+            "JSON request: a string holds a lone surrogate (not Unicode text)."
+        ) from None
     if not isinstance(doc, dict):
         raise InvalidValue("JSON request: expected an object.")
     schedules = _field(doc, "schedules", list)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -62,14 +63,14 @@ def _reason(response: httpx.Response) -> str:
     return " ".join(response.text.split())[:REASON_CHARS]
 
 
-def _first(site: Site, mailboxes: tuple[Mailbox, ...], kind: str) -> Mailbox | None:
+def _first(site: Site, mailboxes: Sequence[Mailbox], kind: str) -> Mailbox | None:
     return next((m for m in mailboxes if m.site == site.name and m.kind == kind), None)
 
 
 # --- CalDAV --------------------------------------------------------------------------------
 
 
-def caldav_check(site: Site, mailboxes: tuple[Mailbox, ...], client: httpx.AsyncClient) -> Check:
+def caldav_check(site: Site, mailboxes: Sequence[Mailbox], client: httpx.AsyncClient) -> Check:
     assert site.caldav is not None
     config = site.caldav
     mailbox = _first(site, mailboxes, "modern")
@@ -115,7 +116,7 @@ def _this_hour() -> Window:
     return Window(start, start + timedelta(hours=1))
 
 
-def legacy_check(site: Site, mailboxes: tuple[Mailbox, ...], client: httpx.AsyncClient) -> Check:
+def legacy_check(site: Site, mailboxes: Sequence[Mailbox], client: httpx.AsyncClient) -> Check:
     assert site.legacy is not None
     config = site.legacy
     url = config.url if config.url.endswith("/") else config.url + "/"

@@ -52,7 +52,7 @@ class ApiEndpoints:
 
     async def availability(self, request: Request) -> Response:
         runtime = self.runtime()
-        requester = runtime.authenticator.authenticate(request)
+        requester = await runtime.authenticator.authenticate(request, "api")
         parsed = parse_availability_request(await read_body(request, self.max_body_bytes))
         check_limits(parsed, self.limits)
         service = runtime.availability

@@ -38,7 +38,7 @@ class AutodiscoverEndpoints:
 
     async def soap(self, request: Request) -> Response:
         runtime = self.runtime()
-        runtime.authenticator.authenticate(request)
+        await runtime.authenticator.authenticate(request, "autodiscover")
         parsed = ad.parse_get_user_settings(await read_body(request, MAX_AUTODISCOVER_BODY))
         service = runtime.autodiscover
         answers = [await service.answer(address) for address in parsed.mailboxes]
@@ -47,7 +47,7 @@ class AutodiscoverEndpoints:
     async def pox(self, request: Request) -> Response:
         now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
-        runtime.authenticator.authenticate(request)
+        await runtime.authenticator.authenticate(request, "autodiscover")
         parsed = ad.parse_pox_request(await read_body(request, MAX_AUTODISCOVER_BODY))
         service = runtime.autodiscover
         if parsed.email is not None:
@@ -60,6 +60,7 @@ class AutodiscoverEndpoints:
         )
 
     async def json(self, request: Request) -> Response:
+        await self.runtime().authenticator.authenticate(request, "autodiscover_json")
         try:
             parsed = ad.parse_json_path(request.path_params["address"], request.query_params)
         except ad.JsonAutodiscoverError as error:

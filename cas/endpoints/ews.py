@@ -70,7 +70,7 @@ class EwsEndpoint:
         runtime = self.runtime()  # one configuration generation for the whole request
         token = request.headers.get(HEADER)
         if token is None:
-            caller = Caller(runtime.authenticator.authenticate(request))
+            caller = Caller(await runtime.authenticator.authenticate(request, "ews"))
         body = await read_body(request, self.max_body_bytes)
         if token is not None:
             caller = self.verify_peer(token, request, body)

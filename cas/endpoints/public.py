@@ -43,7 +43,7 @@ class LegacyFrontDoor:
 
     async def freebusy(self, request: Request) -> Response:
         runtime = self.runtime()
-        requester = runtime.authenticator.authenticate(request)
+        requester = await runtime.authenticator.authenticate(request, "public")
         commands = [v for k, v in request.query_params.multi_items() if k.casefold() == "cmd"]
         if not commands or commands[0].strip().casefold() != "freebusy":
             raise RequestFault("This front door answers cmd=freebusy only.")

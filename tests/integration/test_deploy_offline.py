@@ -24,7 +24,7 @@ import yaml
 
 from cas.cli import build_parser
 from cas.settings import OPTIONS
-from sitemap import _sites
+from sitemap import _auth, _sites
 from sitemap import load as sitemap_load
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -84,6 +84,10 @@ def test_chart_schema_knows_exactly_the_sitemap_fields(schema: dict[str, Any]) -
     assert keys(schema, "sitemap") == set(sitemap_load.TOP_FIELDS)
     assert keys(schema, "sitemap", "auth") == set(sitemap_load.AUTH_FIELDS)
     assert keys(schema, "user") == set(sitemap_load.USER_FIELDS)
+    assert keys(schema, "ldap") == set(sitemap_load.LDAP_FIELDS)
+    assert keys(schema, "ldapLogin") == set(_auth.LDAP_LOGIN_FIELDS)
+    assert keys(schema, "jwt") == set(_auth.JWT_FIELDS)
+    assert keys(schema, "directory") == set(sitemap_load.DIRECTORY_FIELDS)
     assert keys(schema, "sitemap", "dns") == set(_sites.DNS_FIELDS)
     assert keys(schema, "mailbox") == set(sitemap_load.MAILBOX_FIELDS)
     assert keys(schema, "site") == set(_sites.SITE_FIELDS)
