@@ -33,11 +33,17 @@ class Entry:
     version: str | None
     site: str | None
     kept_at: float | None = None  # when this cache got it, if not when it was vouched for
+    validated_at: float | None = None  # when the source last confirmed it unchanged
 
     @property
     def since(self) -> float:
         """What the refresh interval counts from."""
         return self.vouched_at if self.kept_at is None else self.kept_at
+
+    @property
+    def confirmed_at(self) -> float:
+        """When this entry was last known current: kept, read or confirmed, the latest."""
+        return max(self.since, self.validated_at or 0.0)
 
 
 class KeyPolicy(Protocol):
@@ -66,6 +72,10 @@ class KeyPolicy(Protocol):
 
     def negative(self, mailbox: Mailbox) -> str | None: ...
 
+    def validation(self, mailbox: Mailbox) -> str:
+        """The key that lets one node of the site at a time confirm the mailbox's entry."""
+        ...
+
 
 class DayPieces:
     hit_label = "cache"
@@ -89,7 +99,9 @@ class DayPieces:
         tags = {v.ctag for v in values}
         version = tags.pop() if len(tags) == 1 else None
         oldest = min(v.fetched_at for v in values)
-        return Entry(p.assemble(values, ask.window), oldest, version, self.site)
+        confirmed = min(v.validated_at or v.fetched_at for v in values)
+        validated = confirmed if confirmed > oldest else None
+        return Entry(p.assemble(values, ask.window), oldest, version, self.site, None, validated)
 
     def read_window(self, ask: Ask) -> Window:
         return p.span_of(p.days_of(ask.window))
@@ -110,7 +122,7 @@ class DayPieces:
         return p.encode_piece(value)
 
     def renew(self, value: Any, now: float) -> Any:
-        return replace(value, fetched_at=now)
+        return replace(value, validated_at=now)
 
     def prefixes(self, mailbox: Mailbox) -> list[str]:
         return [p.mailbox_prefix(self.site, mailbox.address)]
@@ -121,12 +133,16 @@ class DayPieces:
     def negative(self, mailbox: Mailbox) -> str | None:
         return p.negative_key(self.site, mailbox.address)
 
+    def validation(self, mailbox: Mailbox) -> str:
+        return f"cas:{p.VERSION}:validate:{self.site}:{mailbox.address.casefold()}"
+
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
     data: MailboxData
     vouched_at: float
     kept_at: float
+    validated_at: float | None = None
 
 
 class ExactAnswers:
@@ -152,8 +168,10 @@ class ExactAnswers:
         [value] = values
         if value is None:
             return None
-        site = value.data.freshness.site if value.data.freshness is not None else mailbox.site
-        return Entry(value.data, value.vouched_at, None, site, value.kept_at)
+        f = value.data.freshness
+        site = f.site if f is not None else mailbox.site
+        version = f.version if f is not None else None
+        return Entry(value.data, value.vouched_at, version, site, value.kept_at, value.validated_at)
 
     def read_window(self, ask: Ask) -> Window:
         return ask.window
@@ -163,14 +181,16 @@ class ExactAnswers:
     ) -> tuple[list[tuple[str, Any]], Entry]:
         age = data.freshness.age_seconds if data.freshness is not None else 0.0
         value = _Answer(data, now - age, now)
-        site = data.freshness.site if data.freshness is not None else mailbox.site
-        return [(self._key(mailbox, ask), value)], Entry(data, now - age, None, site, now)
+        f = data.freshness
+        site = f.site if f is not None else mailbox.site
+        version = f.version if f is not None else None
+        return [(self._key(mailbox, ask), value)], Entry(data, now - age, version, site, now)
 
     def encode(self, value: Any, now: float) -> bytes:
-        return p.encode_answer(value.data, value.vouched_at, value.kept_at)
+        return p.encode_answer(value.data, value.vouched_at, value.kept_at, value.validated_at)
 
     def renew(self, value: Any, now: float) -> Any:
-        return value
+        return replace(value, validated_at=now)
 
     def prefixes(self, mailbox: Mailbox) -> list[str]:
         return [p.remote_prefix(mailbox.site, mailbox.address)]
@@ -180,3 +200,6 @@ class ExactAnswers:
 
     def negative(self, mailbox: Mailbox) -> str | None:
         return None
+
+    def validation(self, mailbox: Mailbox) -> str:
+        return f"cas:{p.VERSION}:validate-copy:{mailbox.site}:{mailbox.address.casefold()}"

@@ -87,6 +87,19 @@ class Shelf:
         """Mark a mailbox's entry as vouched for now (it was confirmed unchanged)."""
         keys = self.keys.keys(mailbox, ask)
         values = [self._memo_get(k) for k in keys]
+        wanted = [k for k, v in zip(keys, values) if v is None]
+        if wanted:
+            try:
+                raw = dict(zip(wanted, await self.store.get_many(wanted)))
+            except CacheUnavailable:
+                return
+            for i, key in enumerate(keys):
+                blob = raw.get(key)
+                if values[i] is None and blob is not None:
+                    try:
+                        values[i] = self.keys.decode(blob)
+                    except ValueError:
+                        return
         if any(v is None for v in values):
             return
         await self.write([(k, self.keys.renew(v, now)) for k, v in zip(keys, values)], now)

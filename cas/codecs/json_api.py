@@ -164,6 +164,9 @@ def _entry(
         entry["freshness"] = {
             "source": f.source,
             "ageSeconds": round(f.age_seconds, 1),
+            "validatedSecondsAgo": (
+                round(f.validated_seconds, 1) if f.validated_seconds is not None else None
+            ),
             "site": f.site,
         }
     return entry

@@ -159,15 +159,30 @@ SOURCES = ("backend", "cache", "revalidated", "stale-cache", "legacy", "remote-c
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
+    """Where one answer came from, how old its data is (since the source read it), how long
+    ago the source last confirmed it unchanged (None: never since the read), and the owner's
+    version of the mailbox's calendar when known (how other sites check their copies)."""
+
     source: str
     age_seconds: float
     site: str | None = None
+    validated_seconds: float | None = None
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"freshness source must be one of {SOURCES}, got {self.source!r}")
         if self.age_seconds < 0:
             object.__setattr__(self, "age_seconds", 0.0)
+        if self.validated_seconds is not None and self.validated_seconds < 0:
+            object.__setattr__(self, "validated_seconds", 0.0)
+
+    @property
+    def current_within(self) -> float:
+        """Seconds since the source last vouched for the data (read or confirmed)."""
+        if self.validated_seconds is None:
+            return self.age_seconds
+        return min(self.age_seconds, self.validated_seconds)
 
     @property
     def stale(self) -> bool:

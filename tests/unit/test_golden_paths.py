@@ -75,7 +75,7 @@ async def test_ews_answer_for_a_mixed_request(sites: TwoSites) -> None:
         "0200020100", "0020000044", "0033002002", "1000300000", None, None, None, "0200020100",
     ]  # fmt: skip
     assert b"Doctor" not in body and b"Design review" in body  # private: masked for others
-    assert freshness == "backend=3, legacy=2; max-age=0"
+    assert freshness == "backend=3, legacy=2; max-age=0; max-unconfirmed=0"
 
 
 async def test_the_owner_sees_the_private_item(sites: TwoSites) -> None:
