@@ -23,9 +23,11 @@ from starlette.routing import Route
 
 from cas import __version__
 from cas.cache.store import CacheStore
-from cas.config import admin_token, cluster_secrets, peer_client, site_store
+from cas.changes import CHANGES_PATH
+from cas.config import admin_token, change_token, cluster_secrets, peer_client, site_store
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
+from cas.endpoints.changes import ChangeEndpoints
 from cas.endpoints.errors import FaultMiddleware
 from cas.endpoints.ews import EwsEndpoint
 from cas.endpoints.public import LegacyFrontDoor
@@ -39,6 +41,7 @@ from cas.observability import (
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.settings import Settings
 from cas.sources.base import MailboxReader
+from cas.sources.peers import VERSIONS_PATH
 from cas.trust import PeerTrust
 from cas.wiring import runtime_builder, stop_directory
 from sitemap.model import Sitemap
@@ -104,11 +107,18 @@ def create_app(
     autodiscover = AutodiscoverEndpoints(current)
     api = ApiEndpoints(
         current,
+        site=site,
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
     )
     legacy_door = LegacyFrontDoor(current, limits=limits)
+    changes = ChangeEndpoints(
+        current,
+        site=site,
+        tokens=[t for t in (change_token(settings), token) if t],
+        trust=PeerTrust(secrets, site) if secrets else None,
+    )
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
@@ -154,6 +164,9 @@ def create_app(
     routes += [Route(p, legacy_door.freebusy, methods=["GET"]) for p in ("/public/", "/public")]
     routes += [Route("/api/v1/availability", api.availability, methods=["POST"])]
     routes += [Route("/api/v1/cache/invalidate", api.invalidate, methods=["POST"])]
+    routes += [Route("/api/v1/changes", changes.changed, methods=["POST"])]
+    routes += [Route(CHANGES_PATH, changes.internal_changes, methods=["POST"])]
+    routes += [Route(VERSIONS_PATH, changes.internal_versions, methods=["POST"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Route("/metrics", metrics_endpoint(metrics))]
     app = Starlette(

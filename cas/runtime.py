@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
+from cas.changes import ChangeFeed
 from cas.service import AvailabilityService
 from cas.sources.base import Source
 from sitemap.load import SitemapError, load_sitemap
@@ -36,6 +37,7 @@ class Runtime:
     authenticator: BasicAuthenticator
     availability: AvailabilityService
     autodiscover: AutodiscoverService
+    changes: ChangeFeed | None = None  # what the node does when a mailbox changes
     local: dict[str, Source] = field(default_factory=dict)  # by mailbox kind
     remote: dict[str, Source] = field(default_factory=dict)  # by site
 
@@ -121,6 +123,8 @@ class RuntimeHolder:
             task.cancel()
         for source in [*self.current.local.values(), *self.current.remote.values()]:
             await source.aclose()
+        if self.current.changes is not None:
+            await self.current.changes.aclose()
 
 
 def sitemap_path(path: str | None) -> str | None:

@@ -27,7 +27,7 @@ from cas.model.freebusy import MailboxData
 from cas.model.projection import Requester, project
 from cas.observability import Metrics
 from cas.routing import Plan, local_target, plan_routes, site_target
-from cas.sources.base import Answers, Source, key_of
+from cas.sources.base import Answers, PathOwned, Source, Versioned, key_of
 from sitemap.model import Mailbox, Sitemap
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,27 @@ class AvailabilityService:
             ):
                 results[position] = project(result, ask.requester, mailbox.address)
         return results
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """The current version of each of this site's mailboxes (None: not known), confirmed
+        with the backend at most once per validation interval; other sites check their copies
+        against these."""
+        batches: dict[str, list[Mailbox]] = {}
+        for mailbox in mailboxes:
+            if mailbox.site == self.site:
+                batches.setdefault(local_target(mailbox.kind), []).append(mailbox)
+        found: dict[str, str | None] = {key_of(m): None for m in mailboxes}
+        for target, batch in batches.items():
+            source = self.sources.get(target)
+            if isinstance(source, Versioned):
+                found.update(await source.versions(batch, ask))
+        return found
+
+    def mailbox_for(self, path: str) -> Mailbox | None:
+        """The site's mailbox whose calendar holds `path` (as a storage hook reports it)."""
+        mine = [m for m in self.sitemap.mailboxes_of(self.site) if m.kind == "modern"]
+        source = self.sources.get(local_target("modern"))
+        return source.mailbox_for(path, mine) if isinstance(source, PathOwned) else None
 
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop what this node's caches hold of `mailbox`: its site's entries when the site is

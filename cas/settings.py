@@ -124,6 +124,24 @@ class Settings:
         POSITIVE_SECONDS,
         "Cached data younger than this is served without asking the backend (refresh interval).",
     )
+    cache_validate_seconds: float = setting(
+        5.0,
+        SECONDS,
+        "How often cached data is confirmed unchanged with the backend's change tag (one cheap "
+        "request per mailbox per interval, across the site); 0: rely on pushed changes.",
+    )
+    oldserver_refresh_seconds: float = setting(
+        60.0,
+        POSITIVE_SECONDS,
+        "How often an old server's free/busy is read again (it has no change tag; clients "
+        "publish it every 15 minutes).",
+    )
+    change_token_file: str = setting(
+        "",
+        PATH,
+        "File with the bearer token a backend's storage hook sends changes with "
+        "(POST /api/v1/changes); empty: the admin token only.",
+    )
     cache_query_window_seconds: float = setting(
         2.0,
         POSITIVE_SECONDS,

@@ -25,6 +25,7 @@ from cas.autodiscover import AutodiscoverService
 from cas.cache.cached import CachedSource, CachePolicy
 from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
+from cas.changes import ChangeFeed
 from cas.identity import build_authenticator
 from cas.observability import Metrics
 from cas.routing import local_target, site_target
@@ -34,15 +35,22 @@ from cas.settings import Settings
 from cas.sources.base import MailboxReader, ReaderSource, Source
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
+from cas.sources.signed import SiteCaller
 from sitemap.discovery import SiteNodes, SrvResolver
 from sitemap.ldapdir import LdapDirectory
 from sitemap.model import Site, Sitemap
 
 
-def local_rules(settings: Settings) -> CachePolicy:
-    """The Calendar Connector's rules for the site's own sources."""
+def local_rules(settings: Settings, kind: str = "modern") -> CachePolicy:
+    """The Calendar Connector's rules for the site's own sources: confirmed by change tag every
+    `cache_validate_seconds`; an old server (no change tag) read every
+    `oldserver_refresh_seconds`."""
+    refresh = settings.cache_refresh_seconds
+    if kind == "legacy":
+        refresh = min(refresh, settings.oldserver_refresh_seconds)
     return CachePolicy(
-        refresh_seconds=settings.cache_refresh_seconds,
+        refresh_seconds=refresh,
+        validate_seconds=settings.cache_validate_seconds,
         query_window_seconds=settings.cache_query_window_seconds,
         max_stale_seconds=settings.cache_max_stale_seconds,
         negative_ttl_seconds=settings.cache_negative_seconds,
@@ -52,10 +60,12 @@ def local_rules(settings: Settings) -> CachePolicy:
 
 
 def remote_rules(settings: Settings) -> CachePolicy:
-    """Copies of other sites' answers: kept `remote_cache_seconds`, never served stale, read
-    by each node on its own (the other site has its own single flight)."""
+    """Copies of other sites' answers: kept `remote_cache_seconds`, confirmed against the
+    owner's version every `cache_validate_seconds`, never served stale, read by each node on
+    its own (the other site has its own single flight)."""
     return CachePolicy(
         refresh_seconds=settings.remote_cache_seconds,
+        validate_seconds=settings.cache_validate_seconds,
         query_window_seconds=settings.cache_query_window_seconds,
         max_stale_seconds=0.0,
         fetch_timeout_seconds=settings.request_timeout_seconds,
@@ -97,9 +107,9 @@ def runtime_builder(
 ) -> Callable[[Sitemap, Runtime | None], Runtime]:
     """A function that builds one configuration generation from a sitemap (see above)."""
 
-    def cached(source: Source) -> Source:
+    def cached(kind: str, source: Source) -> Source:
         keys = DayPieces(site)
-        return CachedSource(source, store, keys, local_rules(settings), metrics=metrics)
+        return CachedSource(source, store, keys, local_rules(settings, kind), metrics=metrics)
 
     def local(sitemap: Sitemap, previous: Runtime | None) -> dict[str, Source]:
         config = sitemap.site(site)
@@ -110,12 +120,14 @@ def runtime_builder(
                 )
                 for kind, reader in injected.items()
             }
-            return {kind: cached(s) for kind, s in made.items()} if cache_injected else made
+            return {kind: cached(kind, s) for kind, s in made.items()} if cache_injected else made
         if previous is not None and _same_backends(previous.sitemap.site(site), config):
             return previous.local
-        return {kind: cached(s) for kind, s in local_sources(config, settings).items()}
+        return {kind: cached(kind, s) for kind, s in local_sources(config, settings).items()}
 
-    def remote(sitemap: Sitemap, resolver: SrvResolver) -> dict[str, Source]:
+    def remote(
+        sitemap: Sitemap, resolver: SrvResolver, caller: SiteCaller | None
+    ) -> dict[str, Source]:
         if not secrets:
             return {}
         forwarder = Forwarder(
@@ -131,7 +143,7 @@ def runtime_builder(
         for other in sitemap.sites:
             if other.name == site:
                 continue
-            source: Source = PeerSite(other.name, forwarder)
+            source: Source = PeerSite(other.name, forwarder, caller)
             if settings.remote_cache_seconds > 0:
                 keys = ExactAnswers(site)
                 source = CachedSource(source, store, keys, remote_rules(settings), metrics=metrics)
@@ -144,25 +156,36 @@ def runtime_builder(
             resolver = previous.autodiscover.nodes.resolver
         else:
             resolver = SrvResolver(sitemap.dns)
+        caller = None
+        if secrets:
+            caller = SiteCaller(
+                site, SiteNodes(sitemap, resolver, local_site=site), client, secrets[0]
+            )
         mine = local(sitemap, previous)
-        others = remote(sitemap, resolver)
+        others = remote(sitemap, resolver, caller)
         sources = {local_target(kind): s for kind, s in mine.items()}
         sources.update({site_target(name): s for name, s in others.items()})
         if previous is not None:
             stop_directory(previous.sitemap, keep=sitemap)
+        service = AvailabilityService(
+            sitemap,
+            site,
+            sources,
+            timeout_seconds=settings.request_timeout_seconds,
+            hop_limit=settings.hop_limit,
+            metrics=metrics,
+        )
+        feed = ChangeFeed(site, list(others), service.forget, caller)
+        for source in mine.values():
+            if isinstance(source, CachedSource):
+                source.on_change = feed.announce  # a change found by validation is told too
         return Runtime(
             sitemap=sitemap,
             authenticator=build_authenticator(
                 sitemap, previous.authenticator if previous else None
             ),
-            availability=AvailabilityService(
-                sitemap,
-                site,
-                sources,
-                timeout_seconds=settings.request_timeout_seconds,
-                hop_limit=settings.hop_limit,
-                metrics=metrics,
-            ),
+            availability=service,
+            changes=feed,
             autodiscover=AutodiscoverService(
                 sitemap, SiteNodes(sitemap, resolver, local_site=site)
             ),

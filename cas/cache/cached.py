@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from cas.cache.flights import Flights
@@ -43,7 +43,7 @@ from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
 from cas.model.freebusy import Freshness, MailboxData
 from cas.observability import Metrics
-from cas.sources.base import Answers, Source, Versioned, key_of
+from cas.sources.base import Answers, PathOwned, Source, Versioned, key_of
 from sitemap.model import Mailbox
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,15 @@ class CachedSource:
             clock=clock, count=self._count,
         )  # fmt: skip
 
+    reads_versions = True  # its answers carry the version their data was read at
+
     def unanswered(self, ask: Ask) -> MailboxError:
         return self.inner.unanswered(ask)
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        if isinstance(self.inner, PathOwned):
+            return self.inner.mailbox_for(path, mailboxes)
+        return None
 
     def _interval(self, entry: Entry) -> float:
         """How long an entry is served without asking: the validation interval when the source

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import httpx
@@ -29,7 +30,7 @@ import httpx
 from cas.errors import BackendFailure, CalendarNotFound, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
-from cas.model.freebusy import MailboxData, Window, events_in_window
+from cas.model.freebusy import Freshness, MailboxData, Window, events_in_window
 from sitemap.model import Mailbox, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,9 +64,21 @@ class Source(Protocol):
 
 @runtime_checkable
 class Versioned(Protocol):
-    """A source that can tell cheaply whether a mailbox changed (a calendar's ctag)."""
+    """A source that can tell cheaply whether a mailbox changed (a calendar's ctag).
+    `reads_versions`: its answers already carry the version they were read at."""
+
+    @property
+    def reads_versions(self) -> bool: ...
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]: ...
+
+
+@runtime_checkable
+class PathOwned(Protocol):
+    """A source whose data lives at paths (a CalDAV server's calendars): which mailbox a
+    changed path belongs to, as a storage hook reports it."""
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None: ...
 
 
 class MailboxReader(Protocol):
@@ -107,7 +120,14 @@ class ReaderSource:
     async def _one(self, mailbox: Mailbox, window: Window) -> MailboxResult:
         async with self._gate:
             try:
-                return await self.reader.fetch(mailbox, window)
+                data = await self.reader.fetch(mailbox, window)
+                version_of = getattr(self.reader, "version_of", None)
+                version = version_of(mailbox) if version_of is not None else None
+                if version is None:
+                    return data
+                return replace(
+                    data, freshness=Freshness("backend", 0.0, self.site, version=version)
+                )
             except CalendarNotFound as exc:
                 return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site, True)
             except BackendFailure as exc:
@@ -121,6 +141,15 @@ class ReaderSource:
                     "An internal error occurred; it has been logged.",
                     self.site,
                 )
+
+    @property
+    def reads_versions(self) -> bool:
+        return hasattr(self.reader, "version_of")
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        owner_of = getattr(self.reader, "mailbox_for", None)
+        found: Mailbox | None = owner_of(path, mailboxes) if owner_of is not None else None
+        return found
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
         """Each mailbox's change tag, where the reader has them (None: unknown)."""

@@ -33,10 +33,11 @@ import asyncio
 import hashlib
 import ssl
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -222,12 +223,31 @@ class CalDavBackend:
         """
         calendars = await self.calendars(mailbox)
         tags = await asyncio.gather(*(self._ctag_of(url) for url in calendars))
-        if any(tag is None for tag in tags):
+        return _combined(calendars, tags)
+
+    def version_of(self, mailbox: Mailbox) -> str | None:
+        """The version of the data the last read of `mailbox` gave (the sync tokens its calendar
+        copies were brought to), without asking the server; None when not known."""
+        calendars = self._finder.known(mailbox)
+        if not calendars:
             return None
-        if len(calendars) == 1:
-            return tags[0]
-        joined = "\n".join(f"{url}\t{tag}" for url, tag in zip(calendars, tags))
-        return "calendars:" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+        copies = [self._copies.get(url) for url in calendars]
+        return _combined(calendars, [c.token if c is not None else None for c in copies])
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        """The mailbox whose calendar holds `path` (a URL path, or a storage path ending in
+        one, as a server's storage hook reports a changed collection or item)."""
+        wanted = unquote(path)
+        for mailbox in mailboxes:
+            for url in self._finder.known(mailbox) or (self._finder.template_url(mailbox),):
+                prefix = unquote(urlsplit(url).path)
+                if prefix.rstrip("/") and (
+                    wanted.startswith(prefix)
+                    or wanted.rstrip("/") == prefix.rstrip("/")
+                    or f"/collection-root{prefix}" in wanted
+                ):
+                    return mailbox
+        return None
 
     async def _ctag_of(self, url: str) -> str | None:
         body = await self._dav("PROPFIND", url, CTAG_PROPFIND, "0")
@@ -380,6 +400,17 @@ class CalDavBackend:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+def _combined(calendars: Sequence[str], tags: Sequence[str | None]) -> str | None:
+    """One version for a mailbox's calendars: the tag of its one calendar, else a digest of
+    all of them (and of which calendars they are); None when any is unknown."""
+    if not calendars or any(tag is None for tag in tags):
+        return None
+    if len(calendars) == 1:
+        return tags[0]
+    joined = "\n".join(f"{url}\t{tag}" for url, tag in zip(calendars, tags))
+    return "calendars:" + hashlib.sha256(joined.encode()).hexdigest()[:32]
 
 
 def _unsupported_challenge(response: httpx.Response) -> tuple[str, str] | None:

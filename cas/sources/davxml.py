@@ -268,14 +268,16 @@ def parse_principals(xml_bytes: bytes) -> list[Principal]:
 
 
 def parse_ctag(xml_bytes: bytes) -> str | None:
-    """The change tag in a PROPFIND answer: CalendarServer `getctag`, else `sync-token`."""
+    """The change tag in a PROPFIND answer: the WebDAV `sync-token`, else CalendarServer's
+    `getctag`. The sync token comes first because it is what a sync-collection REPORT answers
+    with, so the version a node learns while reading can be checked with this PROPFIND."""
     if b"<!DOCTYPE" in xml_bytes[:4096].upper():
         raise CalendarDataError("PROPFIND answer carries a DTD; refused")
     try:
         root = etree.fromstring(xml_bytes, _PARSER)
     except etree.XMLSyntaxError as exc:
         raise CalendarDataError(f"PROPFIND answer is not well-formed XML: {exc}") from exc
-    for name in ("{http://calendarserver.org/ns/}getctag", f"{DAV}sync-token"):
+    for name in (f"{DAV}sync-token", "{http://calendarserver.org/ns/}getctag"):
         for element in root.iter(name):
             text = (element.text or "").strip()
             if text:

@@ -20,7 +20,6 @@ works past what this node will wait for.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
 import secrets as secrets_module
@@ -48,6 +47,7 @@ from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
 from cas.observability import Metrics
 from cas.sources.base import Answers, key_of
+from cas.sources.signed import SiteCaller, SiteUnreachable, is_address
 from cas.trust import (
     BUDGET_HEADER,
     EWS_PATH,
@@ -86,15 +86,6 @@ class PeerFailure(PeerError):
 
 class FinalPeerError(PeerError):
     """The peer answered, but with a refusal another node of the site would repeat."""
-
-
-def _is_address(url: str) -> bool:
-    host = httpx.URL(url).host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Forwarder:
@@ -142,16 +133,52 @@ class Forwarder:
             self.metrics.forward_latency.labels(site=site).observe(seconds)
 
 
-class PeerSite:
-    """The source for the mailboxes of one other site."""
+VERSIONS_PATH = "/api/v1/internal/versions"
+VERSIONS_TIMEOUT_SECONDS = 2.0
 
-    def __init__(self, site: str, forwarder: Forwarder) -> None:
+
+class PeerSite:
+    """The source for the mailboxes of one other site. Its answers carry the owner's version of
+    each mailbox, and `versions` asks the owner for the current ones (one small signed call),
+    so this site's copies can be confirmed without asking again for the data."""
+
+    reads_versions = True
+
+    def __init__(self, site: str, forwarder: Forwarder, caller: SiteCaller | None = None) -> None:
         self.site = site
         self.name = f"site:{site}"
         self.forwarder = forwarder
+        self.caller = caller
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         return await self.forwarder.ask_site(self.site, mailboxes, ask)
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """The owner's current version of each mailbox; empty when the site cannot be asked."""
+        if self.caller is None or not mailboxes:
+            return {}
+        try:
+            answer = await self.caller.post(
+                self.site,
+                VERSIONS_PATH,
+                {
+                    "addresses": [m.address for m in mailboxes],
+                    "start": ask.window.start.isoformat(),
+                    "end": ask.window.end.isoformat(),
+                },
+                timeout=min(VERSIONS_TIMEOUT_SECONDS, max(ask.left(), 0.05)),
+                key=replica_key(mailboxes[0]),
+                request_id=ask.request_id,
+            )
+        except SiteUnreachable as exc:
+            log.info("versions of site %r unavailable: %s", self.site, exc)
+            return {}
+        found = answer.get("versions")
+        if not isinstance(found, dict):
+            return {}
+        return {
+            key_of(m): v if isinstance(v := found.get(m.address), str) else None for m in mailboxes
+        }
 
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = f"Site {self.site!r} did not answer within {ask.timeout_seconds:g}s."
@@ -295,7 +322,7 @@ class SiteCall:
         }
         target = url.rstrip("/") + EWS_PATH
         # A node found through SRV is dialled at its address but verified by its DNS name.
-        extensions = {"sni_hostname": name} if name and _is_address(url) else None
+        extensions = {"sni_hostname": name} if name and is_address(url) else None
         try:
             # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
             async with asyncio.timeout(budget):

@@ -109,9 +109,25 @@ class DelayedBackend(FakeBackend):
         super().__init__(*args, **kwargs)
         self.delays = dict(delays)
 
+        self.versions: dict[str, str] = {}  # a calendar's change tag, as a CalDAV server has
+        self.tag_calls = 0
+
     async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
         await asyncio.sleep(self.delays.get(mailbox.address, 0.0))
         return await super().fetch(mailbox, window)
+
+    def change(self, address: str, data: MailboxData) -> None:
+        """What a calendar client's write does: new data, a new change tag."""
+        self._data[address] = data
+        old = self.versions.get(address, "v0")
+        self.versions[address] = f"v{int(old[1:]) + 1}"
+
+    async def ctag(self, mailbox: Mailbox) -> str | None:
+        self.tag_calls += 1
+        return self.versions.get(mailbox.address, "v0")
+
+    def version_of(self, mailbox: Mailbox) -> str | None:
+        return self.versions.get(mailbox.address, "v0")
 
 
 class Router(httpx.AsyncBaseTransport):
@@ -163,13 +179,14 @@ class TwoSites:
         }
         self.router = Router()
         self.backend_calls: dict[str, list[str]] = {}
+        self.backends: dict[str, dict[str, DelayedBackend]] = {}
         self.apps = {site: self._app(site, values) for site in ("eu", "us")}
 
     def _app(self, site: str, values: Mapping[str, object]) -> Starlette:
         local = {m.address for m in SITEMAP_MAILBOXES if m.site == site}
         calls = self.backend_calls.setdefault(site, [])
         mine = {a: d for a, d in self.data.items() if a in local}
-        backends = {
+        backends: dict[str, DelayedBackend] = {
             kind: DelayedBackend(
                 {a: d for a, d in mine.items() if d.merged_only == (kind == "legacy")},
                 failing=FAILING & local,
@@ -178,6 +195,7 @@ class TwoSites:
             )
             for kind in ("modern", "legacy")
         }
+        self.backends[site] = backends
         app = create_app(
             load_settings(values, environ={}),
             self.sitemap,
