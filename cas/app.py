@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from cas import __version__
 from cas.cache.store import CacheStore
-from cas.changes import CHANGES_PATH
+from cas.changes import CHANGES_PATH, follow_forgotten
 from cas.config import admin_token, change_token, cluster_secrets, peer_client, site_store
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
@@ -141,6 +141,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        follower = asyncio.create_task(
+            follow_forgotten(store, site, lambda a: holder.current.availability.drop_locally(a))
+        )
         watcher = None
         if holder.path is not None:
             holder.install_sighup()
@@ -150,6 +153,7 @@ def create_app(
             yield
         finally:
             state["ready"] = False
+            follower.cancel()
             if watcher is not None:
                 watcher.cancel()
             stop_directory(holder.current.sitemap)

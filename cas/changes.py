@@ -25,7 +25,8 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cas.cache.store import CacheUnavailable
+from cas.cache.pieces import forgotten_channel
+from cas.cache.store import CacheStore, CacheUnavailable
 from cas.sources.signed import SiteCaller, SiteUnreachable
 from sitemap.model import Mailbox
 
@@ -37,6 +38,19 @@ ANNOUNCE_TIMEOUT_SECONDS = 2.0
 MAX_PENDING = 10_000
 
 Forget = Callable[[Mailbox], Awaitable[int]]
+
+
+async def follow_forgotten(store: CacheStore, site: str, drop: Callable[[str], None]) -> None:
+    """Drop this node's first-level copies of every mailbox another node of the site drops
+    (the site store's channel); runs until cancelled, subscribing again after a failure."""
+    channel = forgotten_channel(site)
+    while True:
+        try:
+            async for address in store.subscribe(channel):
+                drop(address)
+        except CacheUnavailable as exc:
+            log.debug("following %s: %s; subscribing again", channel, exc)
+            await asyncio.sleep(1.0)
 
 
 class ChangeFeed:

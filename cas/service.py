@@ -20,6 +20,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
+from cas.cache.cached import CachedSource
 from cas.errors import MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxResult
@@ -110,6 +111,12 @@ class AvailabilityService:
         mine = [m for m in self.sitemap.mailboxes_of(self.site) if m.kind == "modern"]
         source = self.sources.get(local_target("modern"))
         return source.mailbox_for(path, mine) if isinstance(source, PathOwned) else None
+
+    def drop_locally(self, address: str) -> None:
+        """Another node of the site dropped a mailbox: drop this node's first-level copies."""
+        for source in self.sources.values():
+            if isinstance(source, CachedSource):
+                source.drop_locally(address)
 
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop what this node's caches hold of `mailbox`: its site's entries when the site is

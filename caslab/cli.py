@@ -45,6 +45,12 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=0,
         help="add this round-trip delay between nodes and their CalDAV server (default 0)",
     )
+    p.add_argument(
+        "--no-push",
+        dest="push",
+        action="store_false",
+        help="do not wire Radicale's storage hook: changes are found by validation only",
+    )
 
 
 def _add_legacy_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -134,6 +140,7 @@ def lab(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             duration=args.duration,
             backend_delay_ms=args.backend_delay_ms,
+            push=args.push,
         )
     )
 

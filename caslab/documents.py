@@ -29,7 +29,11 @@ def write_sitemap(lab: Lab) -> Path:
             "cluster_secret_file": str(secret_dir / "cluster"),
             "peer_ca_file": str(lab.ca.cert),
             "admin_token_file": str(secret_dir / "admin-token"),
+            "change_token_file": str(secret_dir / "change-token"),
             "shutdown_drain_seconds": 0,  # no load balancer to drain from on loopback
+            # With Radicale's hook pushing every write, confirming by change tag is only a
+            # safety net; without it, the default interval (5 s) bounds what a change takes.
+            **({"cache_validate_seconds": 30} if lab.options.push else {}),
         },
         "domains": [DOMAIN],
         "dns": {"nameservers": ["127.0.0.1"], "port": lab.dns.port, "timeout_seconds": 1},

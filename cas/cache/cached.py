@@ -198,7 +198,8 @@ class CachedSource:
         now = self.clock()
         answers: Answers = {}
         mine: list[Mailbox] = []
-        for mailbox, claimed in zip(tagged, await self._claim_validation(tagged)):
+        claims = await self._claim_validation(tagged, [found[key_of(m)][0] for m in tagged])
+        for mailbox, claimed in zip(tagged, claims):
             if claimed:
                 mine.append(mailbox)
             else:  # confirmed (or being confirmed) by another node within the interval
@@ -232,18 +233,20 @@ class CachedSource:
             )
         return answers
 
-    async def _claim_validation(self, mailboxes: Sequence[Mailbox]) -> list[bool]:
+    async def _claim_validation(
+        self, mailboxes: Sequence[Mailbox], entries: Sequence[Entry | None]
+    ) -> list[bool]:
         """Whether this node confirms each mailbox now (a store key lives one interval)."""
-        ttl = max(self.rules.validate_seconds, 0.05)
 
-        async def claim(mailbox: Mailbox) -> bool:
+        async def claim(mailbox: Mailbox, entry: Entry | None) -> bool:
+            ttl = max(self._interval(entry), 0.05) if entry is not None else 0.05
             try:
                 token = await self.shelf.store.acquire(self.keys.validation(mailbox), ttl)
             except CacheUnavailable:
                 return True  # no shared store: each node confirms on its own
             return token is not None
 
-        return list(await asyncio.gather(*(claim(m) for m in mailboxes)))
+        return list(await asyncio.gather(*(claim(m, e) for m, e in zip(mailboxes, entries))))
 
     async def _changed(self, mailbox: Mailbox) -> None:
         try:
@@ -285,8 +288,12 @@ class CachedSource:
         return known
 
     async def forget(self, mailbox: Mailbox) -> int:
-        """Drop everything this cache holds for a mailbox; how many store keys went."""
+        """Drop everything this cache holds for a mailbox, and tell the site's other nodes to
+        drop their first-level copies; how many store keys went."""
         return await self.shelf.forget(mailbox)
+
+    def drop_locally(self, address: str) -> None:
+        self.shelf.drop_mailbox_locally(address)
 
     async def aclose(self) -> None:
         self.flights.cancel()

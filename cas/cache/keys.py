@@ -49,6 +49,7 @@ class Entry:
 class KeyPolicy(Protocol):
     hit_label: str  # the freshness source of an answer from this cache
     hit_metric: str
+    channel: str | None  # where dropping a mailbox is announced to the site's nodes
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]: ...
 
@@ -84,6 +85,7 @@ class DayPieces:
     def __init__(self, site: str, variant: str = "") -> None:
         self.site = site
         self.variant = variant
+        self.channel: str | None = p.forgotten_channel(site)
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]:
         return [
@@ -148,6 +150,8 @@ class _Answer:
 class ExactAnswers:
     hit_label = "remote-cache"
     hit_metric = "remote_hit"
+
+    channel: str | None = None  # copies are not kept in a node's first level
 
     def __init__(self, site: str) -> None:
         self.site = site

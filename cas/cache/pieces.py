@@ -45,6 +45,12 @@ def mailbox_prefix(site: str, address: str) -> str:
     return f"cas:{VERSION}:fb:{site}:{address.casefold()}:"
 
 
+def forgotten_channel(site: str) -> str:
+    """Where a site's nodes announce that a mailbox's pieces were dropped (each drops its own
+    first-level copies at once)."""
+    return f"cas:{VERSION}:forgotten:{site}"
+
+
 def meta_key(site: str, address: str) -> str:
     return mailbox_prefix(site, address) + "meta"
 

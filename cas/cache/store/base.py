@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from cas.errors import CasError
@@ -84,6 +84,14 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     async def wait_for(self, key: str, timeout: float) -> bytes | None:
         """Wait until `key` exists and return its value, or None after `timeout` seconds."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: str) -> None:
+        """Send `message` to every current subscriber of `channel` (nodes of the site)."""
+
+    @abc.abstractmethod
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """The messages of `channel` from now on; raises `CacheUnavailable` when broken."""
 
     @abc.abstractmethod
     async def ping(self) -> bool:

@@ -7,7 +7,7 @@ import logging
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from cas.cache.store.base import CacheStore, CacheUnavailable, ttl_millis
@@ -44,6 +44,7 @@ class MemoryStore(CacheStore):
         self._events: dict[str, asyncio.Event] = {}
         self._waiting: Counter[str] = Counter()
         self._closed = False
+        self._channels: dict[str, list[asyncio.Queue[str]]] = {}
 
     def __len__(self) -> int:
         """Entries held, expired ones not yet dropped included."""
@@ -100,6 +101,21 @@ class MemoryStore(CacheStore):
                     del self._events[key]
         self._check_open()
         return self._lookup(key)
+
+    async def publish(self, channel: str, message: str) -> None:
+        self._check_open()
+        for queue in self._channels.get(channel, []):
+            queue.put_nowait(message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        self._check_open()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._channels.setdefault(channel, []).append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._channels[channel].remove(queue)
 
     async def ping(self) -> bool:
         return not self._closed

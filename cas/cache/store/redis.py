@@ -248,6 +248,31 @@ class RedisStore(CacheStore):
         except CacheUnavailable:
             return False
 
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._edge("PUBLISH"):
+            await self._client.publish(channel, message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """The channel's messages; a broken connection raises `CacheUnavailable` (the caller
+        subscribes again). Reading waits without the call timeout: a quiet channel is fine."""
+        if self._closed:
+            raise CacheUnavailable(f"{self._name}: store closed")
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self._edge("SUBSCRIBE"):
+                await pubsub.subscribe(channel)
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                except _FAILURES as exc:
+                    raise CacheUnavailable(f"{self._name}: subscription lost: {exc}") from exc
+                if message is not None and message.get("type") == "message":
+                    data = message.get("data")
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+        finally:
+            with contextlib.suppress(*_FAILURES):
+                await pubsub.aclose()
+
     async def aclose(self) -> None:
         if self._closed:
             return

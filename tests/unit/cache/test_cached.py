@@ -270,6 +270,13 @@ class Broken(CacheStore):
     async def wait_for(self, key, timeout):
         raise CacheUnavailable("down")
 
+    async def publish(self, channel, message):
+        raise CacheUnavailable("down")
+
+    async def subscribe(self, channel):
+        raise CacheUnavailable("down")
+        yield ""  # an async generator that fails at once
+
     async def ping(self):
         return False
 

@@ -184,3 +184,18 @@ def test_no_url_means_in_process_with_a_warning(caplog: pytest.LogCaptureFixture
         store = open_store(None)
     assert isinstance(store, MemoryStore)
     assert "in-process" in caplog.text
+
+
+async def test_published_messages_reach_current_subscribers_only() -> None:
+    import asyncio
+
+    store = MemoryStore()
+    await store.publish("c", "before anyone listens")
+    stream = store.subscribe("c")
+    waiting = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    await store.publish("c", "ann")
+    await store.publish("other", "not for us")
+    await store.publish("c", "bob")
+    assert await waiting == "ann" and await anext(stream) == "bob"
+    await stream.aclose()
