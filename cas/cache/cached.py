@@ -282,7 +282,9 @@ class CachedSource:
                 if entry is not None and entry.version and tag is not None:
                     if tag == entry.version:
                         await self.shelf.renew(mailbox, ask, now)
+                        self._count("revalidated")
                     else:
+                        self._count("changed")
                         await self._changed(mailbox)
                 known[key_of(mailbox)] = tag
         return known

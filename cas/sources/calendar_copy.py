@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 import icalendar
 
 from cas.model.freebusy import Window
-from cas.sources.ical import CalendarObject, isolate_custom_timezones
+from cas.sources.ical import CalendarObject, parse_calendars
 from cas.sources.recurrence import time_of
 
 SPAN_MARGIN = timedelta(days=2)
@@ -64,7 +64,12 @@ class CalendarCopy:
 
     def store(self, changed: Iterable[CalendarObject]) -> None:
         for item in changed:
-            self.objects[_key(item.href)] = (item, object_span(item.ics))
+            try:
+                parsed: tuple[icalendar.Calendar, ...] | None = parse_calendars(item.ics)
+            except Exception:
+                parsed = None  # left for the expansion to report
+            span = object_span(item.ics, parsed)
+            self.objects[_key(item.href)] = (replace(item, parsed=parsed), span)
 
     def remove(self, hrefs: Iterable[str]) -> None:
         for href in hrefs:
@@ -83,16 +88,15 @@ def _key(href: str) -> str:
     return unquote(urlsplit(href).path)
 
 
-def object_span(ics: str) -> Span:
+def object_span(ics: str, parsed: tuple[icalendar.Calendar, ...] | None = None) -> Span:
     """The conservative span of a calendar object resource's VEVENTs (see the module doc)."""
     try:
-        return _span(ics)
+        return _span(parsed if parsed is not None else parse_calendars(ics))
     except Exception:
         return UNBOUNDED
 
 
-def _span(ics: str) -> Span:
-    calendars = icalendar.Calendar.from_ical(isolate_custom_timezones(ics), multiple=True)
+def _span(calendars: tuple[icalendar.Calendar, ...]) -> Span:
     starts: list[datetime] = []
     ends: list[datetime] = []
     open_ended = False
