@@ -15,6 +15,7 @@ expansion (`cas.sources.ical`) still sees it and reports it if it is malformed.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
@@ -64,6 +65,10 @@ class CalendarCopy:
 
     def store(self, changed: Iterable[CalendarObject]) -> None:
         for item in changed:
+            quick = quick_span(item.ics)
+            if quick is not None:  # parsed only if a window ever needs it
+                self.objects[_key(item.href)] = (item, quick)
+                continue
             try:
                 parsed: tuple[icalendar.Calendar, ...] | None = parse_calendars(item.ics)
             except Exception:
@@ -86,6 +91,36 @@ class CalendarCopy:
 
 def _key(href: str) -> str:
     return unquote(urlsplit(href).path)
+
+
+_FOLD = re.compile(r"\r?\n[ \t]")
+_TIMEZONES = re.compile(r"BEGIN:VTIMEZONE.*?END:VTIMEZONE", re.S | re.I)
+_TIME_LINE = re.compile(r"^(?:DTSTART|DTEND|RDATE|RECURRENCE-ID)[;:][^\r\n]*", re.M | re.I)
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?")
+_NEEDS_PARSING = re.compile(r"^(?:RRULE|DURATION|EXRULE)[;:]", re.M | re.I)
+
+
+def quick_span(ics: str) -> Span | None:
+    """A conservative span read from the text alone, for an object without rules or durations:
+    every date or time on its DTSTART, DTEND, RDATE and RECURRENCE-ID lines (time zones aside),
+    widened by the margin and a day. None when the text needs the full parser to tell."""
+    text = _TIMEZONES.sub("", _FOLD.sub("", ics))
+    if _NEEDS_PARSING.search(text):
+        return None
+    moments: list[datetime] = []
+    for line in _TIME_LINE.findall(text):
+        value = line.split(":", 1)[1] if ":" in line else ""
+        if "/P" in value.upper():  # a period given by its duration: the parser knows its end
+            return None
+        for y, mo, d, h, mi, s in _STAMP.findall(value):
+            try:
+                moments.append(datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0),
+                                        int(s or 0), tzinfo=UTC))  # fmt: skip
+            except ValueError:
+                return None
+    if not moments:
+        return None
+    return Span(min(moments) - SPAN_MARGIN, max(moments) + _DEFAULT_LENGTH + SPAN_MARGIN)
 
 
 def object_span(ics: str, parsed: tuple[icalendar.Calendar, ...] | None = None) -> Span:
@@ -179,4 +214,4 @@ def _utc(value: date | datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-__all__ = ["UNBOUNDED", "CalendarCopy", "Span", "object_span"]
+__all__ = ["UNBOUNDED", "CalendarCopy", "Span", "object_span", "quick_span"]
