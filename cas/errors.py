@@ -41,7 +41,7 @@ Every exception the node raises derives from `CasError`; those defined elsewhere
     ├── ConfigurationError         a setting points at something unusable
     ├── SettingsError              a bad setting value (cas.settings)
     ├── CacheUnavailable           the cache store cannot be used (cas.cache.store)
-    ├── ForgedRequest              a forwarded request not to act on, 401/403 (cas.trust)
+    ├── ForgedRequest              a forwarded request not to act on, 401/403 (raised by cas.trust)
     ├── PeerError                  another site's node (cas.sources.peers)
     ├── EwsClientError             an EWS answer unusable as a whole (cas.codecs.ews.client)
     ├── AutodiscoverClientError    likewise for Autodiscover (cas.codecs.autodiscover.client)
@@ -168,6 +168,15 @@ class InternalError(RequestFault):
 
 class ConfigurationError(CasError):
     """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
+
+
+class ForgedRequest(CasError):
+    """A forwarded request that must not be acted on; `http_status` is 401 or 403."""
+
+    def __init__(self, reason: str, http_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
 
 
 class BackendFailure(CasError):

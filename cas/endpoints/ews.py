@@ -22,7 +22,7 @@ from cas.codecs.ews.memo import decode_availability, decode_envelope
 from cas.endpoints.body import read_body
 from cas.errors import MailboxError, UnknownOperation
 from cas.model.availability import Limits, check_limits
-from cas.model.projection import Requester
+from cas.model.projection import Proof, Requester
 from cas.observability import adopt, current_request_id
 from cas.runtime import Runtime
 from cas.trust import BUDGET_HEADER, HEADER, ForgedRequest, PeerTrust
@@ -93,7 +93,7 @@ class EwsEndpoint:
         adopt(claims.request_id)
         budget = request.headers.get(BUDGET_HEADER, "")
         return Caller(
-            Requester(claims.requester),
+            Requester(claims.requester, frozenset(claims.groups), Proof.PEER),
             hop=claims.hop,
             budget_seconds=int(budget) / 1000 if budget.isdigit() else None,
         )
