@@ -8,7 +8,8 @@ reload. It assembles, for the node's site:
 * one source per other site (`PeerSite`, through the `Forwarder`) when the node has the
   cluster secret, each wrapped in the cache with exact answers per requester (unless
   `remote_cache_seconds` is 0);
-* the availability service over them, Autodiscover, and the authenticator.
+* the availability service over them, with the permission policy of the site map
+  (`cas.model.permissions`), Autodiscover, and the authenticator.
 
 The site's own sources (connection pools) are carried over while the site's backend
 configuration is unchanged, and so is the DNS resolver (with its cache) while the `dns`
@@ -26,6 +27,7 @@ from cas.cache.cached import CachedSource, CachePolicy
 from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
 from cas.identity import build_authenticator
+from cas.model.permissions import PermissionPolicy
 from cas.observability import Metrics
 from cas.routing import local_target, site_target
 from cas.runtime import Runtime
@@ -115,7 +117,9 @@ def runtime_builder(
             return previous.local
         return {kind: cached(s) for kind, s in local_sources(config, settings).items()}
 
-    def remote(sitemap: Sitemap, resolver: SrvResolver) -> dict[str, Source]:
+    def remote(
+        sitemap: Sitemap, resolver: SrvResolver, permissions: PermissionPolicy
+    ) -> dict[str, Source]:
         if not secrets:
             return {}
         forwarder = Forwarder(
@@ -126,6 +130,7 @@ def runtime_builder(
             metrics=metrics,
             attempts=settings.forward_attempts,
             max_response_bytes=settings.max_peer_response_bytes,
+            vouch_groups=permissions.relevant_groups,
         )
         found: dict[str, Source] = {}
         for other in sitemap.sites:
@@ -144,8 +149,9 @@ def runtime_builder(
             resolver = previous.autodiscover.nodes.resolver
         else:
             resolver = SrvResolver(sitemap.dns)
+        permissions = PermissionPolicy(sitemap.permissions)
         mine = local(sitemap, previous)
-        others = remote(sitemap, resolver)
+        others = remote(sitemap, resolver, permissions)
         sources = {local_target(kind): s for kind, s in mine.items()}
         sources.update({site_target(name): s for name, s in others.items()})
         if previous is not None:
@@ -162,6 +168,7 @@ def runtime_builder(
                 timeout_seconds=settings.request_timeout_seconds,
                 hop_limit=settings.hop_limit,
                 metrics=metrics,
+                permissions=permissions,
             ),
             autodiscover=AutodiscoverService(
                 sitemap, SiteNodes(sitemap, resolver, local_site=site)

@@ -252,6 +252,7 @@ def encode_answer(data: MailboxData, vouched_at: float, kept_at: float) -> bytes
         "g": data.merged,
         "s": [f.source if f else None, vouched_at, f.site if f else None],
         "k": kept_at,
+        "v": data.times_only,
         **_encode_common(data.events, data.working_hours, data.coverage, data.merged_only),
     }
     return json.dumps(document, separators=(",", ":")).encode()
@@ -267,7 +268,10 @@ def decode_answer(raw: bytes) -> tuple[MailboxData, float, float]:
         merged = doc["g"]
         if merged is not None and not isinstance(merged, str):
             raise ValueError("merged string is not text")
-        data = MailboxData(merged=merged, freshness=freshness, **_decode_common(doc))
+        data = MailboxData(
+            merged=merged, freshness=freshness, times_only=doc.get("v") is True,
+            **_decode_common(doc),
+        )  # fmt: skip
         return data, float(vouched_at), float(doc["k"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a cached answer: {exc}") from None
