@@ -10,7 +10,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from cas.cache.store.base import CacheStore, CacheUnavailable, ttl_millis
+from cas.cache.store.base import CacheStore, CacheUnavailable, bucket_seconds, ttl_millis
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +100,29 @@ class MemoryStore(CacheStore):
                     del self._events[key]
         self._check_open()
         return self._lookup(key)
+
+    async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
+        """The token bucket of `key`, kept as "tokens time" in an ordinary entry (one process:
+        nothing else runs between the read and the write)."""
+        self._check_open()
+        keep = bucket_seconds(rate, burst)
+        now = self._clock()
+        tokens, at = float(burst), now
+        raw = self._lookup(key)
+        if raw is not None:
+            try:
+                held, stamp = (float(part) for part in raw.split())
+                tokens, at = held, min(stamp, now)
+            except ValueError:
+                pass  # not a bucket: start a full one
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        wait = 0.0
+        if tokens >= cost:
+            tokens -= cost
+        else:
+            wait = (cost - tokens) / rate
+        self._store(key, f"{tokens!r} {now!r}".encode(), keep)
+        return wait
 
     async def ping(self) -> bool:
         return not self._closed

@@ -269,6 +269,9 @@ class Broken(CacheStore):
     async def wait_for(self, key, timeout):
         raise CacheUnavailable("down")
 
+    async def take(self, key, rate, burst, cost=1.0):
+        raise CacheUnavailable("down")
+
     async def ping(self):
         return False
 
