@@ -34,6 +34,7 @@ from cas.runtime import Runtime
 from cas.service import AvailabilityService
 from cas.settings import Settings
 from cas.sources.base import MailboxReader, ReaderSource, Source
+from cas.sources.gate import Gate
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
 from sitemap.discovery import SiteNodes, SrvResolver
@@ -101,14 +102,24 @@ def runtime_builder(
 
     def cached(source: Source) -> Source:
         keys = DayPieces(site)
+        watched(source)
         return CachedSource(source, store, keys, local_rules(settings), metrics=metrics)
+
+    def watched(source: Source) -> Source:
+        """The source, with the calls at its backend shown in metrics (its `Gate`)."""
+        gate = getattr(source, "gate", None)
+        if isinstance(gate, Gate):
+            metrics.watch_gate(gate)
+        return source
 
     def local(sitemap: Sitemap, previous: Runtime | None) -> dict[str, Source]:
         config = sitemap.site(site)
         if injected is not None:
             made: dict[str, Source] = {
-                kind: ReaderSource(
-                    reader, name=kind, site=site, concurrency=settings.backend_concurrency
+                kind: watched(
+                    ReaderSource(
+                        reader, name=kind, site=site, concurrency=settings.backend_concurrency
+                    )
                 )
                 for kind, reader in injected.items()
             }

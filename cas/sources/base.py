@@ -30,6 +30,7 @@ from cas.errors import BackendFailure, CalendarNotFound, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
 from cas.model.freebusy import MailboxData, Window, events_in_window
+from cas.sources.gate import Gate
 from sitemap.model import Mailbox, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,8 @@ def failed_all(mailboxes: Sequence[Mailbox], code: str, detail: str, site: str |
 
 
 class ReaderSource:
-    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` at once."""
+    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` reads
+    at once across every request of the node (its `gate`)."""
 
     unanswered_detail = "The backend did not answer within {seconds:g}s."
 
@@ -90,7 +92,7 @@ class ReaderSource:
         self.reader = reader
         self.name = name
         self.site = site
-        self._gate = asyncio.Semaphore(concurrency)
+        self.gate = Gate(concurrency, name)
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """Every read of the batch at once; a mailbox not read by the deadline gets its error,
@@ -105,7 +107,7 @@ class ReaderSource:
         }
 
     async def _one(self, mailbox: Mailbox, window: Window) -> MailboxResult:
-        async with self._gate:
+        async with self.gate:
             try:
                 return await self.reader.fetch(mailbox, window)
             except CalendarNotFound as exc:
@@ -129,7 +131,7 @@ class ReaderSource:
             return {key_of(m): None for m in mailboxes}
 
         async def one(mailbox: Mailbox) -> str | None:
-            async with self._gate:
+            async with self.gate:
                 try:
                     tag: str | None = await tag_of(mailbox)
                     return tag
