@@ -26,7 +26,11 @@ Two families, kept apart on purpose:
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
       │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
+      ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
+
+  A fault may carry `headers` for its answer (`Retry-After` of `Throttled`) and `back_off_ms`,
+  which the SOAP fault carries as `BackOffMilliseconds` (how EWS tells a client to slow down).
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
   blanks the others. Their codes are in `MAILBOX_ERROR_CODES`.
@@ -56,6 +60,7 @@ turns that into a `MailboxError` with code `ErrorFreeBusyGenerationFailed`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -69,10 +74,16 @@ class RequestFault(CasError):
     code = "ErrorInvalidRequest"
     http_status = 400
     soap_status = 500
+    back_off_ms: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer to this fault carries (none but for some faults)."""
+        return {}
 
 
 class MalformedRequest(RequestFault):
@@ -159,6 +170,23 @@ class AuthenticationUnavailable(Unauthorized):
     code = "ErrorServerBusy"
     http_status = 503
     soap_status = 503
+
+
+class Throttled(RequestFault):
+    """The requester asked for more than its share (`cas.throttle`): EWS answers the fault
+    ErrorServerBusy with `BackOffMilliseconds`, the other doors 429 with `Retry-After`."""
+
+    code = "ErrorServerBusy"
+    http_status = 429
+    soap_status = 500  # EWS clients read the fault of a 500 answer only
+
+    def __init__(self, message: str, back_off_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.back_off_ms = max(1, math.ceil(back_off_seconds * 1000))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil((self.back_off_ms or 0) / 1000)))}
 
 
 class InternalError(RequestFault):
