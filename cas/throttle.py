@@ -13,6 +13,14 @@ its address. Forwarded requests (hop >= 1) are not throttled again at the owning
 entry node counted them where the client asked. When the site's Redis cannot be reached the
 node counts in a bucket of its own (`fallback`), so throttling goes on, per node.
 
+A round trip to Redis per request would cost a warm lookup a third of its speed, so a node
+takes a busy requester's tokens a little ahead: with the tokens a request needs it takes up to
+a tenth of a second's worth more (`LEASE_SECONDS` × rate in whole tokens, at most the burst)
+when the bucket has them, and spends those first. A requester is held to its rate and burst
+across the site; what a node holds ahead is taken from the same bucket, so it only moves
+tokens between the site's nodes (at most a tenth of a second of the rate per node). With a rate
+under 10 per second nothing is taken ahead: every request meets Redis.
+
 The limits are settings (`throttle_rate`, `throttle_burst`; a rate of 0 turns throttling off)
 and metrics (`cas_limit`, and `cas_throttled` counts the refusals by front door).
 """
@@ -21,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
+from collections import OrderedDict
 
 from cas.cache.store import CacheStore, CacheUnavailable, MemoryStore
 from cas.errors import Throttled
@@ -30,6 +40,8 @@ from cas.model.projection import Requester
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "cas:throttle:"
+LEASE_SECONDS = 0.1  # how much of a requester's rate a node takes ahead (see above)
+MAX_LEASES = 10_000  # requesters a node holds tokens ahead for; the least recent go first
 
 
 class Throttle:
@@ -53,6 +65,8 @@ class Throttle:
         self.burst = burst
         self.metrics = metrics
         self.fallback = fallback if fallback is not None else MemoryStore()
+        self.lease = float(math.floor(min(burst, rate * LEASE_SECONDS)))  # whole tokens
+        self._held: OrderedDict[str, float] = OrderedDict()  # tokens taken ahead, by bucket
 
     @property
     def enabled(self) -> bool:
@@ -76,13 +90,15 @@ class Throttle:
             return
         key = self.key(requester, address)
         cost = float(min(max(mailboxes, 1), self.burst))
-        try:
-            wait = await self.store.take(key, self.rate, self.burst, cost)
-        except CacheUnavailable as exc:
-            log.debug("throttle counted in this node: %s", exc.message)
-            wait = await self.fallback.take(key, self.rate, self.burst, cost)
-        if wait <= 0:
+        held = self._held.pop(key, 0.0)  # taken out while we wait: no one else spends it
+        if held >= cost:
+            self._keep(key, held - cost)
             return
+        taken, wait = await self._take(key, cost - held)
+        if taken > 0:
+            self._keep(key, held + taken - cost)
+            return
+        self._keep(key, held)
         if self.metrics is not None:
             self.metrics.throttle(door)
         who = requester.username if requester.username is not None else "an anonymous caller"
@@ -92,6 +108,22 @@ class Throttle:
             f"(bursts of {self.burst}). Try again in {wait:.1f} s.",
             wait,
         )
+
+    async def _take(self, key: str, need: float) -> tuple[float, float]:
+        """`need` tokens and a lease ahead from the site's bucket (or this node's)."""
+        try:
+            return await self.store.take(key, self.rate, self.burst, need, spare=self.lease)
+        except CacheUnavailable as exc:
+            log.debug("throttle counted in this node: %s", exc.message)
+            return await self.fallback.take(key, self.rate, self.burst, need, spare=self.lease)
+
+    def _keep(self, key: str, tokens: float) -> None:
+        if tokens <= 0:
+            return
+        self._held[key] = self._held.get(key, 0.0) + tokens
+        self._held.move_to_end(key)
+        while len(self._held) > MAX_LEASES:
+            self._held.popitem(last=False)
 
     async def aclose(self) -> None:
         await self.fallback.aclose()

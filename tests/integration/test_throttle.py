@@ -153,12 +153,12 @@ async def test_two_nodes_of_a_site_share_one_bucket_in_redis(redis_url: str) -> 
 async def test_a_redis_bucket_refills_at_its_rate(redis_url: str) -> None:
     store = RedisStore.from_url(redis_url)
     try:
-        assert await store.take("b", 20.0, 4, cost=4) == 0.0
-        wait = await store.take("b", 20.0, 4, cost=2)
-        assert 0 < wait <= 0.1  # 2 tokens at 20 per second
+        assert await store.take("b", 20.0, 4, cost=4) == (4.0, 0.0)
+        taken, wait = await store.take("b", 20.0, 4, cost=2)
+        assert taken == 0 and 0 < wait <= 0.1  # 2 tokens at 20 per second
         await asyncio.sleep(0.2)  # at least 4 tokens back by Redis's clock: full again
-        assert await store.take("b", 20.0, 4, cost=4) == 0.0
-        assert await store.take("b", 20.0, 4, cost=1) > 0
+        assert await store.take("b", 20.0, 4, cost=1, spare=10) == (4.0, 0.0)  # 1 and 3 spare
+        assert (await store.take("b", 20.0, 4, cost=1))[0] == 0
     finally:
         await store.aclose()
 

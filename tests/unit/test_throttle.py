@@ -107,3 +107,37 @@ def test_the_ews_fault_carries_back_off_milliseconds_the_forwarder_reads() -> No
     with pytest.raises(EwsFaultError) as caught:
         parse_get_user_availability_response(body, None)  # type: ignore[arg-type]
     assert (caught.value.code, caught.value.back_off_ms) == ("ErrorServerBusy", 2500)
+
+
+class Counting(MemoryStore):
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock=clock)
+        self.takes = 0
+
+    async def take(self, *args: object, **kwargs: object) -> tuple[float, float]:
+        self.takes += 1
+        return await super().take(*args, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_a_busy_requester_meets_the_store_once_per_lease() -> None:
+    store = Counting(Clock())
+    gate = Throttle(store, "eu", rate=100.0, burst=100)
+    assert gate.lease == 10  # a tenth of a second of the rate
+    for _ in range(22):
+        await gate.admit(ANN, 1, address=None, door="ews")
+    assert store.takes == 2  # 1 + 10 ahead, twice: 22 lookups
+    slow = Throttle(Counting(Clock()), "eu", rate=9.0, burst=100)
+    assert slow.lease == 0  # under 10 per second: every request meets the store
+
+
+async def test_what_nodes_take_ahead_only_moves_tokens_between_them() -> None:
+    store = MemoryStore(clock=Clock())  # the clock stands still: no refill
+    nodes = [Throttle(store, "eu", rate=100.0, burst=100) for _ in range(3)]
+    admitted = 0
+    for i in range(300):
+        try:
+            await nodes[i % 3].admit(ANN, 1 + i % 2, address=None, door="ews")
+        except Throttled:
+            continue
+        admitted += 1 + i % 2
+    assert admitted == 100  # the burst exactly, spread over three nodes

@@ -95,10 +95,13 @@ class CacheStore(abc.ABC):
         """Wait until `key` exists and return its value, or None after `timeout` seconds."""
 
     @abc.abstractmethod
-    async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
+    async def take(
+        self, key: str, rate: float, burst: float, cost: float = 1.0, *, spare: float = 0.0
+    ) -> tuple[float, float]:
         """Take `cost` tokens from the token bucket `key` (refilled at `rate` per second, holding
-        at most `burst`, full when new), atomically for every caller of the store. Returns 0.0
-        when they were taken, else the seconds until they will be there (nothing is taken)."""
+        at most `burst`, full when new), and up to `spare` more when they are there, atomically
+        for every caller of the store. Returns (tokens taken, 0.0), or, when fewer than `cost`
+        are there, (0.0, the seconds until they will be) and nothing is taken."""
 
     @abc.abstractmethod
     async def ping(self) -> bool:

@@ -101,7 +101,9 @@ class MemoryStore(CacheStore):
         self._check_open()
         return self._lookup(key)
 
-    async def take(self, key: str, rate: float, burst: float, cost: float = 1.0) -> float:
+    async def take(
+        self, key: str, rate: float, burst: float, cost: float = 1.0, *, spare: float = 0.0
+    ) -> tuple[float, float]:
         """The token bucket of `key`, kept as "tokens time" in an ordinary entry (one process:
         nothing else runs between the read and the write)."""
         self._check_open()
@@ -116,13 +118,14 @@ class MemoryStore(CacheStore):
             except ValueError:
                 pass  # not a bucket: start a full one
         tokens = min(float(burst), tokens + (now - at) * rate)
-        wait = 0.0
+        taken, wait = 0.0, 0.0
         if tokens >= cost:
-            tokens -= cost
+            taken = cost + max(0.0, min(spare, tokens - cost))
+            tokens -= taken
         else:
             wait = (cost - tokens) / rate
         self._store(key, f"{tokens!r} {now!r}".encode(), keep)
-        return wait
+        return taken, wait
 
     async def ping(self) -> bool:
         return not self._closed

@@ -269,7 +269,7 @@ class Broken(CacheStore):
     async def wait_for(self, key, timeout):
         raise CacheUnavailable("down")
 
-    async def take(self, key, rate, burst, cost=1.0):
+    async def take(self, key, rate, burst, cost=1.0, *, spare=0.0):
         raise CacheUnavailable("down")
 
     async def ping(self):
