@@ -73,17 +73,22 @@ def login_throughput(
     tmp: Path,
     args: argparse.Namespace,
     ldap: dict | None = None,  # type: ignore[type-arg]
+    changes: dict | None = None,  # type: ignore[type-arg]
+    user: tuple[str, str] = (USER, PASSWORD),
 ) -> tuple[float, float]:
     """(EWS, bare) requests per second with the lab's sitemap, its `auth` replaced by `auth`
-    (and its `ldap` section set to `ldap`)."""
+    (and its `ldap` section set to `ldap`), top-level `changes` applied, and throttling off
+    unless `changes` sets its settings: one user asks as fast as it can."""
     import httpx
 
     from caslab.process import free_port
 
     document = yaml.safe_load(Path(manifest["sitemap"]).read_text())
     document["auth"] = auth
+    document["settings"] = {**document.get("settings", {}), "throttle_rate": 0}
     if ldap is not None:
         document["ldap"] = ldap
+    document.update(changes or {})
     sitemap = tmp / "sitemap.yaml"
     sitemap.write_text(yaml.safe_dump(document, sort_keys=False))
     port, bare = free_port(), tmp / "bare.xml"
@@ -94,17 +99,15 @@ def login_throughput(
         address = manifest["mailboxes"][0]["address"]
         start = today_utc()
         body = request_body([address], start, start + dt.timedelta(days=1))
-        with httpx.Client(verify=manifest["ca_cert"], auth=(USER, PASSWORD), trust_env=False,
+        with httpx.Client(verify=manifest["ca_cert"], auth=user, trust_env=False,
                           timeout=60) as client:  # fmt: skip
             wait_ready(client, base, server)
             measure(client, base + "/EWS/Exchange.asmx", body, 3, 30, 1)  # warm cache and login
             answer = client.post(base + "/EWS/Exchange.asmx", content=body,
                                  headers={"Content-Type": "text/xml; charset=utf-8"})  # fmt: skip
             bare.write_bytes(answer.content)
-        ews = wrk(
-            base + "/EWS/Exchange.asmx", body, (USER, PASSWORD), args.seconds, args.connections, tmp
-        )
-        plain = wrk(base + "/bare", body, (USER, PASSWORD), args.seconds, args.connections, tmp)
+        ews = wrk(base + "/EWS/Exchange.asmx", body, user, args.seconds, args.connections, tmp)
+        plain = wrk(base + "/bare", body, user, args.seconds, args.connections, tmp)
         return ews, plain
     finally:
         stop(server)

@@ -42,6 +42,7 @@ from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.settings import Settings
 from cas.sources.base import MailboxReader
 from cas.sources.peers import VERSIONS_PATH
+from cas.throttle import Throttle
 from cas.trust import PeerTrust
 from cas.wiring import runtime_builder, stop_directory
 from sitemap.model import Sitemap
@@ -50,6 +51,12 @@ EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
 AUTODISCOVER_SOAP_PATHS = ("/autodiscover/autodiscover.svc", "/Autodiscover/Autodiscover.svc")
 AUTODISCOVER_POX_PATHS = ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml")
 AUTODISCOVER_JSON_PATH = "/autodiscover/autodiscover.json/v1.0/{address}"
+# The settings that bound what a node does, shown as `cas_limit{setting=...}`.
+LIMIT_SETTINGS = (
+    "max_mailboxes", "window_max_days", "max_body_bytes", "request_timeout_seconds",
+    "backend_concurrency", "oldserver_concurrency", "throttle_rate", "throttle_burst",
+    "hop_limit", "max_peer_response_bytes",
+)  # fmt: skip
 
 
 def create_app(
@@ -96,6 +103,10 @@ def create_app(
         return holder.current
 
     limits = Limits(settings.max_mailboxes, settings.window_max_days)
+    throttle = Throttle(
+        store, site, rate=settings.throttle_rate, burst=settings.throttle_burst, metrics=metrics
+    )
+    metrics.show_limits({name: float(getattr(settings, name)) for name in LIMIT_SETTINGS})
 
     ews_endpoint = EwsEndpoint(
         current,
@@ -103,6 +114,7 @@ def create_app(
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.UTC).year,
+        throttle=throttle,
     )
     autodiscover = AutodiscoverEndpoints(current)
     api = ApiEndpoints(
@@ -111,8 +123,9 @@ def create_app(
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
+        throttle=throttle,
     )
-    legacy_door = LegacyFrontDoor(current, limits=limits)
+    legacy_door = LegacyFrontDoor(current, limits=limits, throttle=throttle)
     changes = ChangeEndpoints(
         current,
         site=site,
@@ -159,6 +172,7 @@ def create_app(
             stop_directory(holder.current.sitemap)
             await holder.aclose()
             await client.aclose()
+            await throttle.aclose()
             await store.aclose()
 
     routes = [Route(p, ews_endpoint.handle, methods=["POST"]) for p in EWS_PATHS]

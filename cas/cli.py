@@ -59,7 +59,9 @@ def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--dns", metavar="HOST:PORT", help="DNS server for SRV lookups")
     p.add_argument("--ca", help="PEM CA certificate to verify the servers with")
-    p.add_argument("--user", help="user name for HTTP Basic")
+    p.add_argument(
+        "--user", help="user name for HTTP Basic (with --manifest: a requester it names)"
+    )
     p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
     p.add_argument("--manifest", metavar="LAB.json", help="lab manifest: DNS, CA and credentials")
     p.add_argument("--json", action="store_true", help="print a JSON document")

@@ -26,7 +26,11 @@ Two families, kept apart on purpose:
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
       │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
+      ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
+
+  A fault may carry `headers` for its answer (`Retry-After` of `Throttled`) and `back_off_ms`,
+  which the SOAP fault carries as `BackOffMilliseconds` (how EWS tells a client to slow down).
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
   blanks the others. Their codes are in `MAILBOX_ERROR_CODES`.
@@ -41,7 +45,7 @@ Every exception the node raises derives from `CasError`; those defined elsewhere
     ├── ConfigurationError         a setting points at something unusable
     ├── SettingsError              a bad setting value (cas.settings)
     ├── CacheUnavailable           the cache store cannot be used (cas.cache.store)
-    ├── ForgedRequest              a forwarded request not to act on, 401/403 (cas.trust)
+    ├── ForgedRequest              a forwarded request not to act on, 401/403 (raised by cas.trust)
     ├── PeerError                  another site's node (cas.sources.peers)
     ├── EwsClientError             an EWS answer unusable as a whole (cas.codecs.ews.client)
     ├── AutodiscoverClientError    likewise for Autodiscover (cas.codecs.autodiscover.client)
@@ -56,6 +60,7 @@ turns that into a `MailboxError` with code `ErrorFreeBusyGenerationFailed`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -69,10 +74,16 @@ class RequestFault(CasError):
     code = "ErrorInvalidRequest"
     http_status = 400
     soap_status = 500
+    back_off_ms: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer to this fault carries (none but for some faults)."""
+        return {}
 
 
 class MalformedRequest(RequestFault):
@@ -161,6 +172,23 @@ class AuthenticationUnavailable(Unauthorized):
     soap_status = 503
 
 
+class Throttled(RequestFault):
+    """The requester asked for more than its share (`cas.throttle`): EWS answers the fault
+    ErrorServerBusy with `BackOffMilliseconds`, the other doors 429 with `Retry-After`."""
+
+    code = "ErrorServerBusy"
+    http_status = 429
+    soap_status = 500  # EWS clients read the fault of a 500 answer only
+
+    def __init__(self, message: str, back_off_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.back_off_ms = max(1, math.ceil(back_off_seconds * 1000))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil((self.back_off_ms or 0) / 1000)))}
+
+
 class InternalError(RequestFault):
     code = "ErrorInternalServerError"
     http_status = 500
@@ -168,6 +196,15 @@ class InternalError(RequestFault):
 
 class ConfigurationError(CasError):
     """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
+
+
+class ForgedRequest(CasError):
+    """A forwarded request that must not be acted on; `http_status` is 401 or 403."""
+
+    def __init__(self, reason: str, http_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
 
 
 class BackendFailure(CasError):

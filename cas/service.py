@@ -7,8 +7,9 @@ source's own "did not answer" error. A source that breaks costs only its own mai
 Nothing here raises for a single mailbox's trouble.
 
 The site that owns a mailbox decides what the requester may see of it: data from this site's
-own sources is projected for the requester here (`cas.model.projection`); data from another
-site arrives already projected by that site.
+own sources is projected here to the level the permission policy gives the requester
+(`cas.model.permissions`, `cas.model.projection`); data from another site arrives already
+projected by that site.
 
 A forwarded request (hop >= hop limit) is answered only for this site's own mailboxes; a
 mailbox of another site gets an error instead of a further hop, so requests can never loop.
@@ -24,7 +25,7 @@ from cas.cache.cached import CachedSource
 from cas.errors import MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxResult
-from cas.model.freebusy import MailboxData
+from cas.model.permissions import PermissionPolicy
 from cas.model.projection import Requester, project
 from cas.observability import Metrics
 from cas.routing import Plan, local_target, plan_routes, site_target
@@ -48,6 +49,7 @@ class AvailabilityService:
         timeout_seconds: float = 10.0,
         hop_limit: int = 1,
         metrics: Metrics | None = None,
+        permissions: PermissionPolicy | None = None,
     ) -> None:
         self.sitemap = sitemap
         self.site = site
@@ -55,6 +57,7 @@ class AvailabilityService:
         self.timeout_seconds = timeout_seconds
         self.hop_limit = hop_limit
         self.metrics = metrics
+        self.permissions = permissions if permissions is not None else PermissionPolicy()
 
     def ask(
         self,
@@ -82,13 +85,10 @@ class AvailabilityService:
         answers = await self._gather(plan, ask)
         results = plan.fill(answers)
         for position, route in enumerate(plan.routes):
-            result, mailbox = results[position], route.mailbox
-            if (
-                isinstance(result, MailboxData)
-                and mailbox is not None
-                and mailbox.site == self.site
-            ):
-                results[position] = project(result, ask.requester, mailbox.address)
+            mailbox = route.mailbox
+            if mailbox is not None and mailbox.site == self.site:
+                access = self.permissions.access(mailbox, ask.requester)
+                results[position] = project(results[position], access, self.site)
         return results
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:

@@ -8,7 +8,8 @@ reload. It assembles, for the node's site:
 * one source per other site (`PeerSite`, through the `Forwarder`) when the node has the
   cluster secret, each wrapped in the cache with exact answers per requester (unless
   `remote_cache_seconds` is 0);
-* the availability service over them, Autodiscover, and the authenticator.
+* the availability service over them, with the permission policy of the site map
+  (`cas.model.permissions`), Autodiscover, and the authenticator.
 
 The site's own sources (connection pools) are carried over while the site's backend
 configuration is unchanged, and so is the DNS resolver (with its cache) while the `dns`
@@ -27,12 +28,14 @@ from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
 from cas.changes import ChangeFeed
 from cas.identity import build_authenticator
+from cas.model.permissions import PermissionPolicy
 from cas.observability import Metrics
 from cas.routing import local_target, site_target
 from cas.runtime import Runtime
 from cas.service import AvailabilityService
 from cas.settings import Settings
 from cas.sources.base import MailboxReader, ReaderSource, Source
+from cas.sources.gate import Gate
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
 from cas.sources.signed import SiteCaller
@@ -109,14 +112,24 @@ def runtime_builder(
 
     def cached(kind: str, source: Source) -> Source:
         keys = DayPieces(site)
+        watched(source)
         return CachedSource(source, store, keys, local_rules(settings, kind), metrics=metrics)
+
+    def watched(source: Source) -> Source:
+        """The source, with the calls at its backend shown in metrics (its `Gate`)."""
+        gate = getattr(source, "gate", None)
+        if isinstance(gate, Gate):
+            metrics.watch_gate(gate)
+        return source
 
     def local(sitemap: Sitemap, previous: Runtime | None) -> dict[str, Source]:
         config = sitemap.site(site)
         if injected is not None:
             made: dict[str, Source] = {
-                kind: ReaderSource(
-                    reader, name=kind, site=site, concurrency=settings.backend_concurrency
+                kind: watched(
+                    ReaderSource(
+                        reader, name=kind, site=site, concurrency=settings.backend_concurrency
+                    )
                 )
                 for kind, reader in injected.items()
             }
@@ -126,7 +139,10 @@ def runtime_builder(
         return {kind: cached(kind, s) for kind, s in local_sources(config, settings).items()}
 
     def remote(
-        sitemap: Sitemap, resolver: SrvResolver, caller: SiteCaller | None
+        sitemap: Sitemap,
+        resolver: SrvResolver,
+        caller: SiteCaller | None,
+        permissions: PermissionPolicy,
     ) -> dict[str, Source]:
         if not secrets:
             return {}
@@ -138,6 +154,7 @@ def runtime_builder(
             metrics=metrics,
             attempts=settings.forward_attempts,
             max_response_bytes=settings.max_peer_response_bytes,
+            vouch_groups=permissions.relevant_groups,
         )
         found: dict[str, Source] = {}
         for other in sitemap.sites:
@@ -161,8 +178,9 @@ def runtime_builder(
             caller = SiteCaller(
                 site, SiteNodes(sitemap, resolver, local_site=site), client, secrets[0]
             )
+        permissions = PermissionPolicy(sitemap.permissions)
         mine = local(sitemap, previous)
-        others = remote(sitemap, resolver, caller)
+        others = remote(sitemap, resolver, caller, permissions)
         sources = {local_target(kind): s for kind, s in mine.items()}
         sources.update({site_target(name): s for name, s in others.items()})
         if previous is not None:
@@ -174,6 +192,7 @@ def runtime_builder(
             timeout_seconds=settings.request_timeout_seconds,
             hop_limit=settings.hop_limit,
             metrics=metrics,
+            permissions=permissions,
         )
         feed = ChangeFeed(site, list(others), service.forget, caller)
         for source in mine.values():

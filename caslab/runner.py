@@ -136,6 +136,7 @@ class Lab:
             "caldav-admin": secrets.token_urlsafe(12),
             "caldav-cas": secrets.token_urlsafe(12),
             "client": secrets.token_urlsafe(12),
+            "viewer": secrets.token_urlsafe(12),  # the requester who sees times only
             "cluster": secrets.token_urlsafe(32),  # signs node-to-node requests
             "admin-token": secrets.token_urlsafe(24),  # the admin API (cache invalidation)
             "change-token": secrets.token_urlsafe(24),  # the storage hooks' pushed changes

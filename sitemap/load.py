@@ -30,6 +30,9 @@ The full reference of the format is `docs/sitemap.md`; in short::
     mailboxes_csv: directory.csv            # relative to this file; columns address, site,
                                             # kind, legacy_dn, aliases (;-separated),
                                             # display_name, timezone
+    permissions: {default: FreeBusyTimeOnly, grants: [{group: helpdesk, level: FullDetails}],
+                  mailboxes: {ann@contoso.test: {default: None, grants: [...]}}}
+                                            # or {file: permissions.yaml}; sitemap._permissions
 
 Secrets are referenced (`password_env` / `password_file`), never inlined: a `password` key anywhere,
 or a password inside a URL, is an error. Defaults are applied here, so every loaded `Mailbox` has its
@@ -72,9 +75,10 @@ from sitemap._checks import (
     resolve_path,
 )
 from sitemap._directory import DIRECTORY_FIELDS, read_directory
+from sitemap._permissions import PERMISSIONS_FIELDS, read_permissions, settle_mailboxes
 from sitemap._sites import read_dns, read_site, read_working_hours
 from sitemap._yaml import read_yaml
-from sitemap.directory import Directory
+from sitemap.directory import Directory, StaticDirectory
 from sitemap.ldapdir import LdapDirectory
 from sitemap.model import Mailbox, Site, Sitemap, WorkingHoursSpec
 
@@ -82,6 +86,7 @@ __all__ = [
     "AUTH_FIELDS",
     "DIRECTORY_FIELDS",
     "LDAP_FIELDS",
+    "PERMISSIONS_FIELDS",
     "USER_FIELDS",
     "Problem",
     "SitemapError",
@@ -91,7 +96,7 @@ __all__ = [
 
 TOP_FIELDS = (
     "domains", "auth", "ldap", "directory", "settings", "dns", "sites", "mailboxes",
-    "mailboxes_csv",
+    "mailboxes_csv", "permissions",
 )  # fmt: skip
 MAILBOX_FIELDS = (
     "address", "site", "kind", "legacy_dn", "aliases", "display_name", "timezone",
@@ -376,10 +381,13 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
         for dn, default in [(m.legacy_dn or "", _default_dn(ctx, m.address, m.site))]
     ]
     _unique(report, dns)
+    permissions = read_permissions(report, top, base, address_checker(ctx.domains))
+    directory: Directory | tuple[Mailbox, ...] = tuple(m for _, _, m in mailboxes)
+    if directory_config is None:  # the directory is known now: grants must name its mailboxes
+        permissions = settle_mailboxes(report, permissions, StaticDirectory(directory).lookup)
 
     if report.problems:
         raise SitemapError(report.problems)
-    directory: Directory | tuple[Mailbox, ...] = tuple(m for _, _, m in mailboxes)
     if directory_config is not None and ldap is not None:
         directory = LdapDirectory.shared(ldap, directory_config, tuple(sites.values()), ctx.domains)
     return Sitemap(
@@ -391,6 +399,7 @@ def parse_sitemap(text: str, source: str, *, base_dir: str | Path | None = None)
         auth=auth,
         settings=settings,
         dns=dns_config,
+        permissions=permissions,
     )
 
 

@@ -285,6 +285,64 @@ class LdapDirectoryConfig:
     cache_file: str | None = None
 
 
+PERMISSION_LEVELS = ("None", "FreeBusyTimeOnly", "FreeBusyTimeAndSubjectAndLocation", "FullDetails")
+"""MS-OXCPERM's free/busy levels (EWS `FreeBusyAccessLevel`), from least to most."""
+
+LEVEL_ALIASES = {
+    "AvailabilityOnly": "FreeBusyTimeOnly",
+    "LimitedDetails": "FreeBusyTimeAndSubjectAndLocation",
+    "Reviewer": "FullDetails",
+}
+"""Exchange's calendar folder roles (`Add-MailboxFolderPermission`) that mean those levels."""
+
+DEFAULT_LEVEL = "FreeBusyTimeAndSubjectAndLocation"
+"""The organisation default when the site map says nothing (what every caller saw before
+permission levels existed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One entry of a calendar's permissions: a `user` (a requester's name) or a `group` (one
+    of a requester's groups), the `level` it gets, and for a delegate with FullDetails
+    (`delegate`) whether private items are shown in full."""
+
+    level: str
+    user: str | None = None
+    group: str | None = None
+    delegate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxPermissions:
+    """What one mailbox's owner set: a `default` for everyone without a grant (None: the
+    organisation's), and grants to users and groups."""
+
+    default: str | None = None
+    grants: tuple[Grant, ...] = ()
+
+
+def _no_mailbox_permissions() -> Mapping[str, MailboxPermissions]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Who may see what of whose calendar (the `permissions` section, or the file it names).
+
+    `default` is every calendar's default entry; `anonymous` what a caller without a login
+    gets (None: the default); `grants` apply to every mailbox; `mailboxes` are the entries
+    each mailbox's owner set, keyed by casefolded address. `file` is where they were read
+    from, when not from the site map itself."""
+
+    default: str = DEFAULT_LEVEL
+    anonymous: str | None = None
+    grants: tuple[Grant, ...] = ()
+    mailboxes: Mapping[str, MailboxPermissions] = field(
+        default_factory=_no_mailbox_permissions, hash=False
+    )
+    file: str | None = None
+
+
 @dataclass(frozen=True)
 class Sitemap:
     """A loaded site map. `mailboxes` is the directory: a tuple as written (YAML/CSV), or a
@@ -299,6 +357,7 @@ class Sitemap:
     settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     dns: DnsConfig | None = None
     ldap: LdapServer | None = None
+    permissions: Permissions = field(default_factory=Permissions)
     _directory: Directory = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -5,7 +5,9 @@
   about those days is answered from the pieces. Pieces carry the calendar's change tag. A
   calendar that does not exist is remembered for a short time (a negative entry).
 * `ExactAnswers` (other sites): the whole answer to one exact question (window, interval,
-  view) **for one requester**, since what a requester may see of a private item differs.
+  view) **for one requester**, since the owning site decides per requester what they may see:
+  keyed by a digest of the requester's name and groups (`Requester.key`), so no one is ever
+  answered from what was answered for someone else.
 
 A policy turns a mailbox and an `Ask` into store keys, decodes what the store holds into an
 `Entry`, and encodes a source's answer for the store. Pure: no I/O (`cas.cache.cached` does it).
@@ -159,7 +161,7 @@ class ExactAnswers:
     def _key(self, mailbox: Mailbox, ask: Ask) -> str:
         return p.remote_key(
             mailbox.site, mailbox.address, ask.window, ask.interval_minutes, ask.view.value,
-            ask.requester.username,
+            ask.requester.key,
         )  # fmt: skip
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]:

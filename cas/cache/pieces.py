@@ -267,6 +267,7 @@ def encode_answer(
         "k": kept_at,
         "w": validated_at,
         "r": f.version if f else None,
+        "v": data.times_only,
         **_encode_common(data.events, data.working_hours, data.coverage, data.merged_only),
     }
     return json.dumps(document, separators=(",", ":")).encode()
@@ -284,7 +285,10 @@ def decode_answer(raw: bytes) -> tuple[MailboxData, float, float, float | None]:
         merged = doc["g"]
         if merged is not None and not isinstance(merged, str):
             raise ValueError("merged string is not text")
-        data = MailboxData(merged=merged, freshness=freshness, **_decode_common(doc))
+        data = MailboxData(
+            merged=merged, freshness=freshness, times_only=doc.get("v") is True,
+            **_decode_common(doc),
+        )  # fmt: skip
         validated = doc.get("w")
         validated_at = float(validated) if isinstance(validated, int | float) else None
         return data, float(vouched_at), float(doc["k"]), validated_at

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cas.errors import InvalidTimeInterval, InvalidValue, MailboxError
-from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
+from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery, view_for
 from cas.model.freebusy import MailboxData, Window, merged_free_busy
 
 
@@ -118,9 +118,7 @@ def _entry(
             "site": result.site,
         }
         return entry
-    view = request.view
-    if result.merged_only:
-        view = FreeBusyView.MERGED_ONLY
+    view = view_for(request.view, result)
     entry["availabilityView"] = (
         result.merged
         if result.merged is not None

@@ -1,12 +1,12 @@
 """The JSON front doors: `POST /api/v1/availability` and the admin `POST /api/v1/cache/invalidate`.
 
-Availability takes the same login as EWS and answers per mailbox with freshness
-(docs/contract.md). Invalidation needs the admin bearer token (`admin_token_file`) and drops
-the named mailboxes everywhere: this site's cached data (or this site's copies of another
-site's answers) and every other site's copies, told over the signed node-to-node channel
-(`cas.changes.ChangeFeed.invalidate`); the answer reports per site what was dropped and names
-any site that could not be told. Failures are raised and answered as JSON errors by
-`cas.endpoints.errors`.
+Availability takes the same login as EWS, is throttled alike (429 with `Retry-After`), and
+answers per mailbox with freshness (docs/contract.md). Invalidation needs the admin bearer token
+(`admin_token_file`) and drops the named mailboxes everywhere: this site's cached data (or this
+site's copies of another site's answers) and every other site's copies, told over the signed
+node-to-node channel (`cas.changes.ChangeFeed.invalidate`); the answer reports per site what was
+dropped and names any site that could not be told. Failures are raised and answered as JSON
+errors by `cas.endpoints.errors`.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from cas.errors import InvalidValue, RequestFault, Unauthorized
 from cas.model.availability import Limits, check_limits
 from cas.observability import current_request_id
 from cas.runtime import Runtime
+from cas.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +48,25 @@ class ApiEndpoints:
         limits: Limits,
         max_body_bytes: int,
         admin_token: str | None,
+        throttle: Throttle | None = None,
     ) -> None:
         self.runtime = runtime
         self.site = site
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.admin_token = admin_token
+        self.throttle = throttle
 
     async def availability(self, request: Request) -> Response:
         runtime = self.runtime()
         requester = await runtime.authenticator.authenticate(request, "api")
         parsed = parse_availability_request(await read_body(request, self.max_body_bytes))
         check_limits(parsed, self.limits)
+        if self.throttle is not None:
+            address = request.client.host if request.client else None
+            await self.throttle.admit(
+                requester, len(parsed.mailboxes), address=address, door="json"
+            )
         service = runtime.availability
         ask = service.ask(parsed, requester, request_id=current_request_id() or "-")
         results = await service.availability(parsed, ask)

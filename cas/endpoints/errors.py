@@ -46,8 +46,9 @@ def door_of(path: str) -> str:
 
 
 def _challenge(request: Request, fault: RequestFault) -> dict[str, str]:
+    """The fault's own headers (`Retry-After`), and a 401's `WWW-Authenticate`."""
     if not isinstance(fault, Unauthorized):
-        return {}
+        return fault.headers
     if fault.challenge is not None:
         return fault.challenge
     challenge: dict[str, str] = request.app.state.holder.current.authenticator.challenge()
@@ -59,7 +60,9 @@ def _ews(request: Request, fault: RequestFault) -> Response:
         return PlainTextResponse(
             fault.message, fault.http_status, headers=_challenge(request, fault)
         )
-    return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
+    return Response(
+        ews.render_fault(fault), fault.soap_status, headers=fault.headers, media_type=XML
+    )
 
 
 def _autodiscover_soap(request: Request, fault: RequestFault) -> Response:

@@ -56,14 +56,16 @@ class Authenticator:
         self.ldap = ldap
         self.memo = CredentialMemo(auth.cache_seconds)
         self.passwords: list[PasswordCheck] = []
+        self.users_file: UsersFile | None = None
         users = SecretUsers(auth.users)
         if users:
             self.passwords.append(users)
         if auth.users_file is not None:
             try:
-                self.passwords.append(UsersFile(auth.users_file, on_change=self.memo.forget_all))
+                self.users_file = UsersFile(auth.users_file, on_change=self.memo.forget_all)
             except UsersFileError as exc:
                 raise IdentityConfigError(str(exc)) from None
+            self.passwords.append(self.users_file)
         if auth.ldap is not None and ldap is not None:
             self.passwords.append(LdapPasswords(ldap, auth.ldap))
         self.jwt = jwt or (JwtVerifier(auth.jwt) if auth.jwt is not None else None)
@@ -94,6 +96,10 @@ class Authenticator:
         if isinstance(credentials, BasicCredentials):
             if not self.passwords:
                 raise Unauthorized("Basic credentials are not accepted here; use Bearer.")
+            if self.users_file is not None:
+                # a changed file (a removed user, new groups) forgets what is remembered, even
+                # when every request is answered from memory (a stat every 2 s at most)
+                self.users_file.users()
             return await self.memo.single_flight(header, lambda: self._password(credentials))
         if self.jwt is None:
             raise Unauthorized("Bearer tokens are not accepted here; use Basic.")

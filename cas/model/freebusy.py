@@ -196,7 +196,9 @@ class MailboxData:
     `events` overlap the window (they are not clipped). `coverage` lists the absolute ranges
     for which the data is authoritative; None means the whole window. Anything outside the
     coverage is "no data" (`4`), never free. `merged_only` marks sources (legacy public
-    folders) that carry only the merged string, with no events.
+    folders) that carry only the merged string, with no events. `times_only` marks data the
+    requester may see only the times of (permission level FreeBusyTimeOnly): its events carry
+    no details, and a Detailed view of it is answered as a FreeBusy view.
     """
 
     events: tuple[Event, ...] = ()
@@ -205,6 +207,7 @@ class MailboxData:
     merged: str | None = None
     merged_only: bool = False
     freshness: Freshness | None = None
+    times_only: bool = False
 
 
 def merged_free_busy(

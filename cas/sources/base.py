@@ -31,6 +31,7 @@ from cas.errors import BackendFailure, CalendarNotFound, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
 from cas.model.freebusy import Freshness, MailboxData, Window, events_in_window
+from cas.sources.gate import Gate
 from sitemap.model import Mailbox, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,8 @@ def failed_all(mailboxes: Sequence[Mailbox], code: str, detail: str, site: str |
 
 
 class ReaderSource:
-    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` at once."""
+    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` reads
+    at once across every request of the node (its `gate`)."""
 
     unanswered_detail = "The backend did not answer within {seconds:g}s."
 
@@ -103,7 +105,7 @@ class ReaderSource:
         self.reader = reader
         self.name = name
         self.site = site
-        self._gate = asyncio.Semaphore(concurrency)
+        self.gate = Gate(concurrency, name)
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """Every read of the batch at once; a mailbox not read by the deadline gets its error,
@@ -118,7 +120,7 @@ class ReaderSource:
         }
 
     async def _one(self, mailbox: Mailbox, window: Window) -> MailboxResult:
-        async with self._gate:
+        async with self.gate:
             try:
                 data = await self.reader.fetch(mailbox, window)
                 version_of = getattr(self.reader, "version_of", None)
@@ -158,7 +160,7 @@ class ReaderSource:
             return {key_of(m): None for m in mailboxes}
 
         async def one(mailbox: Mailbox) -> str | None:
-            async with self._gate:
+            async with self.gate:
                 try:
                     tag: str | None = await tag_of(mailbox)
                     return tag

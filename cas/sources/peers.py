@@ -12,8 +12,9 @@ order, regrouped. Whatever is not answered when the nodes run out, or when the d
 gets `ErrorProxyRequestProcessingFailed` naming the site and the last problem seen: every
 mailbox of the batch gets exactly one answer.
 
-Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity,
-the hop count and the request id, and `X-CAS-Budget-Ms`, the time left, so the peer never
+Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity
+(the name, and the groups `vouch_groups` picks: those the permissions name), the hop count and
+the request id, and `X-CAS-Budget-Ms`, the time left, so the peer never
 works past what this node will wait for.
 """
 
@@ -24,7 +25,7 @@ import logging
 import random
 import secrets as secrets_module
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -45,6 +46,7 @@ from cas.codecs.ews.client import (
 from cas.errors import CasError, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
+from cas.model.projection import Requester
 from cas.observability import Metrics
 from cas.sources.base import Answers, key_of
 from cas.sources.signed import SiteCaller, SiteUnreachable, is_address
@@ -54,6 +56,7 @@ from cas.trust import (
     HEADER,
     REQUEST_ID_HEADER,
     ForwardClaims,
+    TooManyGroups,
     sign_request,
 )
 from sitemap.discovery import DiscoveryError, SiteNodes
@@ -102,6 +105,7 @@ class Forwarder:
         attempts: int = 3,
         max_response_bytes: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
+        vouch_groups: Callable[[Requester], frozenset[str]] | None = None,
     ) -> None:
         if not secrets:
             raise ValueError("forwarding needs the cluster secret")
@@ -113,6 +117,8 @@ class Forwarder:
         self.attempts = attempts
         self.max_response_bytes = max_response_bytes
         self.rng = rng or random.Random()
+        # which of a requester's groups a token carries (default: all; see `cas.trust`)
+        self.vouch_groups = vouch_groups or (lambda requester: requester.groups)
 
     async def ask_site(self, site: str, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """One answer per mailbox of `site`, within the ask's deadline."""
@@ -304,15 +310,19 @@ class SiteCall:
         budget = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS
         if budget < MIN_CALL_SECONDS:
             raise PeerFailure("no time left for this node")
-        claims = ForwardClaims(
-            from_site=self.forwarder.local_site,
-            to_site=self.site,
-            requester=self.ask.requester.username,
-            hop=self.ask.hop + 1,
-            request_id=self.ask.request_id,
-            issued_at=int(time.time()),
-            nonce=secrets_module.token_urlsafe(12),
-        )
+        try:
+            claims = ForwardClaims(
+                from_site=self.forwarder.local_site,
+                to_site=self.site,
+                requester=self.ask.requester.username,
+                hop=self.ask.hop + 1,
+                request_id=self.ask.request_id,
+                issued_at=int(time.time()),
+                nonce=secrets_module.token_urlsafe(12),
+                groups=tuple(self.forwarder.vouch_groups(self.ask.requester)),
+            )
+        except TooManyGroups as exc:
+            raise FinalPeerError(str(exc)) from exc
         token = sign_request(self.forwarder.secret, claims, method="POST", path=EWS_PATH, body=body)
         headers = {
             "Content-Type": "text/xml; charset=utf-8",

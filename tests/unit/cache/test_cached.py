@@ -277,6 +277,9 @@ class Broken(CacheStore):
         raise CacheUnavailable("down")
         yield ""  # an async generator that fails at once
 
+    async def take(self, key, rate, burst, cost=1.0, *, spare=0.0):
+        raise CacheUnavailable("down")
+
     async def ping(self):
         return False
 

@@ -69,6 +69,25 @@ async def test_a_warm_request_pays_no_hash(users_file: str, monkeypatch) -> None
     assert (await auth.verify_header(basic("ann", PASSWORD), "ews")).username == "ann"
 
 
+async def test_a_changed_users_file_takes_effect_even_for_remembered_logins(
+    users_file: str,
+) -> None:
+    """Remembered for a minute, but new groups (or a removed user) count at the next check of
+    the file, not when the memory expires."""
+    auth = Authenticator(ClientAuth(users_file=users_file, cache_seconds=3600))
+    assert (await auth.verify_header(basic("ann", PASSWORD), "ews")).groups == {"sales"}
+    Path(users_file).write_text(f"ann:{FAST.hash(PASSWORD)}:sales,helpdesk\n")
+    assert auth.users_file is not None
+    auth.users_file.check_seconds = 0  # the next request looks at the file
+    assert (await auth.verify_header(basic("ann", PASSWORD), "ews")).groups == {
+        "sales",
+        "helpdesk",
+    }
+    Path(users_file).write_text("# nobody\n")
+    with pytest.raises(Unauthorized):
+        await auth.verify_header(basic("ann", PASSWORD), "ews")
+
+
 def test_challenges_name_the_schemes_accepted(users_file: str) -> None:
     issuer = JwtIssuer(issuer="i", audience="a", jwks_url="https://id.test/keys")
     assert Authenticator(ClientAuth(users_file=users_file, realm="Contoso")).challenge() == {
