@@ -233,6 +233,7 @@ class MailboxError:
     message: str
     site: str | None = None
     missing: bool = False  # the source says the mailbox's calendar does not exist (cacheable)
+    plain: bool = False  # the message names nothing internal: a client may read it as it is
 
     def __post_init__(self) -> None:
         if self.code not in MAILBOX_ERROR_CODES:
@@ -240,7 +241,30 @@ class MailboxError:
 
     @classmethod
     def of(
-        cls, code: str, detail: str | None = None, site: str | None = None, missing: bool = False
+        cls,
+        code: str,
+        detail: str | None = None,
+        site: str | None = None,
+        missing: bool = False,
+        *,
+        plain: bool = False,
     ) -> MailboxError:
         text = MAILBOX_ERROR_CODES[code]
-        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing)
+        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing, plain)
+
+    def for_client(self, request_id: str) -> MailboxError:
+        """What a client is told: the code's plain reason and the request id (the codecs add
+        the site). The detail (backend URLs, TLS and transport errors, node addresses) stays in
+        the node's log under that request id; only the address a client asked about and plain
+        reasons such as a deadline are repeated back."""
+        text = MAILBOX_ERROR_CODES[self.code]
+        if self.plain or self.code in CLIENT_DETAIL_CODES:
+            text = self.message
+        elif self.missing:
+            text = f"{text} The mailbox's calendar does not exist."
+        shown = f"{text} (request {request_id})"
+        return MailboxError(self.code, shown, self.site, self.missing, plain=True)
+
+
+# Codes whose detail is only what the client sent (the address it asked about).
+CLIENT_DETAIL_CODES = frozenset({"ErrorMailRecipientNotFound", "ErrorNoFreeBusyAccess"})

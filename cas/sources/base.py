@@ -172,7 +172,7 @@ class ReaderSource:
 
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = self.unanswered_detail.format(seconds=ask.timeout_seconds)
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0

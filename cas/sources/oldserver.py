@@ -111,7 +111,7 @@ class OldServerSource:
 
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = f"The old server did not answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def fetch_many(
         self, mailboxes: Iterable[Mailbox], window: Window, interval: int

@@ -188,7 +188,7 @@ class PeerSite:
 
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = f"Site {self.site!r} did not answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of(PROXY_FAILED, detail, self.site)
+        return MailboxError.of(PROXY_FAILED, detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0
