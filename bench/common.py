@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import importlib.util
 import json
+import os
 import shutil
 import signal
 import ssl
@@ -109,7 +110,12 @@ def request_body(
 
 @contextlib.contextmanager
 def running_lab(*args: str, timeout: float = 300) -> Iterator[dict]:
-    """`cas lab ARGS` in a subprocess; yields its manifest; stops it by PID."""
+    """`cas lab ARGS` in a subprocess; yields its manifest; stops it by PID.
+
+    Its nodes do not throttle (`CAS_THROTTLE_RATE=0`, unless the environment says otherwise):
+    a bench is one requester asking as fast as it can. bench/permissions.py measures the cost
+    of throttling itself."""
+    env = {**os.environ, "CAS_THROTTLE_RATE": os.environ.get("CAS_THROTTLE_RATE", "0")}
     with tempfile.TemporaryDirectory(prefix="cas-bench-") as tmp:
         manifest_path = Path(tmp) / "lab.json"
         lab = subprocess.Popen(
@@ -125,6 +131,7 @@ def running_lab(*args: str, timeout: float = 300) -> Iterator[dict]:
                 "1800",
             ],
             stdout=subprocess.DEVNULL,
+            env=env,
         )
         try:
             deadline = time.monotonic() + timeout

@@ -24,9 +24,18 @@ from starlette.routing import Route
 from cas import __version__
 from cas.breaker_board import BreakerBoard
 from cas.cache.store import CacheStore
-from cas.config import admin_token, breaker_policy, cluster_secrets, peer_client, site_store
+from cas.changes import CHANGES_PATH, follow_forgotten
+from cas.config import (
+    admin_token,
+    breaker_policy,
+    change_token,
+    cluster_secrets,
+    peer_client,
+    site_store,
+)
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
+from cas.endpoints.changes import ChangeEndpoints
 from cas.endpoints.errors import FaultMiddleware
 from cas.endpoints.ews import EwsEndpoint
 from cas.endpoints.overload import InFlightLimit
@@ -41,14 +50,22 @@ from cas.observability import (
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.settings import Settings
 from cas.sources.base import MailboxReader
+from cas.sources.peers import VERSIONS_PATH
+from cas.throttle import Throttle
 from cas.trust import PeerTrust
-from cas.wiring import runtime_builder
+from cas.wiring import runtime_builder, stop_directory
 from sitemap.model import Sitemap
 
 EWS_PATHS = ("/EWS/Exchange.asmx", "/ews/exchange.asmx", "/EWS/exchange.asmx")
 AUTODISCOVER_SOAP_PATHS = ("/autodiscover/autodiscover.svc", "/Autodiscover/Autodiscover.svc")
 AUTODISCOVER_POX_PATHS = ("/autodiscover/autodiscover.xml", "/Autodiscover/Autodiscover.xml")
 AUTODISCOVER_JSON_PATH = "/autodiscover/autodiscover.json/v1.0/{address}"
+# The settings that bound what a node does, shown as `cas_limit{setting=...}`.
+LIMIT_SETTINGS = (
+    "max_mailboxes", "window_max_days", "max_body_bytes", "request_timeout_seconds",
+    "backend_concurrency", "oldserver_concurrency", "throttle_rate", "throttle_burst",
+    "hop_limit", "max_peer_response_bytes",
+)  # fmt: skip
 
 
 def create_app(
@@ -97,6 +114,10 @@ def create_app(
         return holder.current
 
     limits = Limits(settings.max_mailboxes, settings.window_max_days)
+    throttle = Throttle(
+        store, site, rate=settings.throttle_rate, burst=settings.throttle_burst, metrics=metrics
+    )
+    metrics.show_limits({name: float(getattr(settings, name)) for name in LIMIT_SETTINGS})
 
     ews_endpoint = EwsEndpoint(
         current,
@@ -104,6 +125,7 @@ def create_app(
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.UTC).year,
+        throttle=throttle,
         body_timeout_seconds=settings.http_body_timeout_seconds,
     )
     autodiscover = AutodiscoverEndpoints(
@@ -111,23 +133,33 @@ def create_app(
     )
     api = ApiEndpoints(
         current,
+        site=site,
         limits=limits,
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
+        throttle=throttle,
         body_timeout_seconds=settings.http_body_timeout_seconds,
     )
-    legacy_door = LegacyFrontDoor(current, limits=limits)
+    legacy_door = LegacyFrontDoor(current, limits=limits, throttle=throttle)
+    changes = ChangeEndpoints(
+        current,
+        site=site,
+        tokens=[t for t in (change_token(settings), token) if t],
+        trust=PeerTrust(secrets, site) if secrets else None,
+    )
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
         """Liveness: "ok" for probes; with `Accept: application/json`, also the version, the
         site and every dependency's breaker (what `cas doctor` shows); never fails for them."""
+        await holder.current.authenticator.authenticate(request, "health")
         if "application/json" in request.headers.get("accept", ""):
             document = {"status": "ok", "version": __version__, "site": site}
             return JSONResponse(document | {"breakers": board.snapshot()})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
+        await holder.current.authenticator.authenticate(request, "health")
         if state["ready"] and not state["draining"]:
             return PlainTextResponse("ready")
         reason = "draining: shutting down" if state["draining"] else "not ready"
@@ -139,6 +171,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        follower = asyncio.create_task(
+            follow_forgotten(store, site, lambda a: holder.current.availability.drop_locally(a))
+        )
         watcher = None
         if holder.path is not None:
             holder.install_sighup()
@@ -148,10 +183,13 @@ def create_app(
             yield
         finally:
             state["ready"] = False
+            follower.cancel()
             if watcher is not None:
                 watcher.cancel()
+            stop_directory(holder.current.sitemap)
             await holder.aclose()
             await client.aclose()
+            await throttle.aclose()
             await store.aclose()
 
     routes = [Route(p, ews_endpoint.handle, methods=["POST"]) for p in EWS_PATHS]
@@ -161,6 +199,9 @@ def create_app(
     routes += [Route(p, legacy_door.freebusy, methods=["GET"]) for p in ("/public/", "/public")]
     routes += [Route("/api/v1/availability", api.availability, methods=["POST"])]
     routes += [Route("/api/v1/cache/invalidate", api.invalidate, methods=["POST"])]
+    routes += [Route("/api/v1/changes", changes.changed, methods=["POST"])]
+    routes += [Route(CHANGES_PATH, changes.internal_changes, methods=["POST"])]
+    routes += [Route(VERSIONS_PATH, changes.internal_versions, methods=["POST"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Route("/metrics", metrics_endpoint(metrics))]
     app = Starlette(

@@ -53,11 +53,10 @@ class AutodiscoverService:
         return await self._settings(mailbox)
 
     async def answer_legacy_dn(self, legacy_dn: str) -> Answer:
-        wanted = legacy_dn.strip().casefold()
-        for mailbox in self.sitemap.mailboxes:
-            if mailbox.legacy_dn and mailbox.legacy_dn.casefold() == wanted:
-                return await self._settings(mailbox)
-        return NotFound(legacy_dn)
+        mailbox = self.sitemap.directory.by_legacy_dn(legacy_dn)
+        if mailbox is None:
+            return NotFound(legacy_dn)
+        return await self._settings(mailbox)
 
     async def node_for(self, mailbox: Mailbox) -> str | None:
         """The base URL of the node the replica rule picks first for `mailbox`."""

@@ -1,5 +1,5 @@
 """The `cas` command: `serve` runs one node, `lookup` asks the cluster like a client, `doctor`
-checks everything a sitemap names.
+checks everything a sitemap names, `hash-password` makes a line of the users file.
 
 The lab's commands (`cas lab`, its parts for compose.yaml, and the old-server emulator) belong to
 the `caslab` package, a tool for running and testing the product: `main` hands them to
@@ -59,7 +59,9 @@ def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
     p.add_argument("--dns", metavar="HOST:PORT", help="DNS server for SRV lookups")
     p.add_argument("--ca", help="PEM CA certificate to verify the servers with")
-    p.add_argument("--user", help="user name for HTTP Basic")
+    p.add_argument(
+        "--user", help="user name for HTTP Basic (with --manifest: a requester it names)"
+    )
     p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
     p.add_argument("--manifest", metavar="LAB.json", help="lab manifest: DNS, CA and credentials")
     p.add_argument("--json", action="store_true", help="print a JSON document")
@@ -81,6 +83,19 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     )
 
 
+def _add_hash_password(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "hash-password",
+        help="print a users-file line (argon2id hash) for a user",
+        description="Print NAME:HASH[:GROUPS] for the site map's auth.users_file. The password "
+        "is read from --password-env, else asked for twice on a terminal, else read as one line "
+        "from standard input; it is never taken from the command line.",
+    )
+    p.add_argument("name", metavar="NAME", help="the user name clients log in with")
+    p.add_argument("--groups", default="", help="comma-separated groups, e.g. sales,managers")
+    p.add_argument("--password-env", metavar="VAR", help="environment variable with the password")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cas",
@@ -93,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_lookup(sub)
     _add_doctor(sub)
+    _add_hash_password(sub)
     return parser
 
 
@@ -149,12 +165,19 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError("--tls-cert and --tls-key go together")
 
     from cas.errors import ConfigurationError
+    from cas.identity import IdentityConfigError
     from cas.observability import configure_logging
+    from sitemap.ldapdir import DirectoryUnavailable
 
     configure_logging(settings.log_level.upper(), site)
     try:
         app = create_app(settings, sitemap, site, path=args.config)
-    except (SecretUnavailable, ConfigurationError) as exc:
+    except (
+        SecretUnavailable,
+        ConfigurationError,
+        IdentityConfigError,
+        DirectoryUnavailable,
+    ) as exc:
         raise UsageError(f"{args.config}: {exc}") from None
     from cas.serving import node_server
 
@@ -204,6 +227,40 @@ def doctor(args: argparse.Namespace) -> int:
     return exit_status(results)
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    import getpass
+    import os
+
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if value is None:
+            raise UsageError(f"--password-env {args.password_env}: the variable is not set")
+        return value
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != first:
+            raise UsageError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+def hash_password_command(args: argparse.Namespace) -> int:
+    from cas.identity import hash_password
+
+    name = args.name.strip()
+    if not name or ":" in name or not name.isprintable():
+        raise UsageError(f"{args.name!r}: a user name is printable text without ':'")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    if any(":" in g or not g.isprintable() for g in groups):
+        raise UsageError(f"--groups {args.groups!r}: groups are printable text without ':'")
+    password = _read_password(args)
+    if not password:
+        raise UsageError("the password is empty")
+    line = f"{name}:{hash_password(password)}"
+    print(line + (":" + ",".join(groups) if groups else ""))
+    return 0
+
+
 LAB_COMMANDS = ("lab", "lab-tls", "lab-radicale", "lab-dns", "lab-seed", "legacy-server")
 
 
@@ -225,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "serve": serve,
         "lookup": lookup,
         "doctor": doctor,
+        "hash-password": hash_password_command,
     }
     try:
         return commands[args.command](args)

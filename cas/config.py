@@ -61,17 +61,27 @@ def site_store(
         raise ConfigurationError(f"site {site}: redis: {exc}") from None
 
 
-def admin_token(settings: Settings) -> str | None:
-    if not settings.admin_token_file:
+def _token(path: str, setting: str) -> str | None:
+    if not path:
         return None
     try:
-        with open(settings.admin_token_file, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             token = handle.read().strip()
     except OSError as exc:
-        raise ConfigurationError(f"admin_token_file: {exc}") from None
+        raise ConfigurationError(f"{setting}: {exc}") from None
     if len(token) < 16:
-        raise ConfigurationError("admin_token_file: the token must be at least 16 characters")
+        raise ConfigurationError(f"{setting}: the token must be at least 16 characters")
     return token
+
+
+def admin_token(settings: Settings) -> str | None:
+    """The admin API's bearer token (`admin_token_file`), or None: no admin API."""
+    return _token(settings.admin_token_file, "admin_token_file")
+
+
+def change_token(settings: Settings) -> str | None:
+    """The bearer token backends push changes with (`change_token_file`), or None."""
+    return _token(settings.change_token_file, "change_token_file")
 
 
 def peer_tls_context(settings: Settings) -> ssl.SSLContext:

@@ -25,8 +25,13 @@ Two families, kept apart on purpose:
       ├── InvalidMergedInterval         ErrorInvalidMergedFreeBusyInterval  400   500
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
+      │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
       ├── ServerBusy                    ErrorServerBusy               503   503  (too much in flight)
+      ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
+
+  A fault may carry `headers` for its answer (`Retry-After` of `Throttled`) and `back_off_ms`,
+  which the SOAP fault carries as `BackOffMilliseconds` (how EWS tells a client to slow down).
 
 * **Per-mailbox errors** are values (`MailboxError`), never exceptions, so one bad mailbox never
   blanks the others. Their codes are in `MAILBOX_ERROR_CODES`.
@@ -41,12 +46,13 @@ Every exception the node raises derives from `CasError`; those defined elsewhere
     ├── ConfigurationError         a setting points at something unusable
     ├── SettingsError              a bad setting value (cas.settings)
     ├── CacheUnavailable           the cache store cannot be used (cas.cache.store)
-    ├── ForgedRequest              a forwarded request not to act on, 401/403 (cas.trust)
+    ├── ForgedRequest              a forwarded request not to act on, 401/403 (raised by cas.trust)
     ├── PeerError                  another site's node (cas.sources.peers)
     ├── EwsClientError             an EWS answer unusable as a whole (cas.codecs.ews.client)
     ├── AutodiscoverClientError    likewise for Autodiscover (cas.codecs.autodiscover.client)
     ├── LegacyResponseError        an old server's answer (cas.codecs.public_freebusy)
     ├── LookupFailed               `cas lookup` found nothing to ask (cas.client.options)
+    ├── IdentityConfigError, UsersFileError   identities misconfigured (cas.identity)
     └── UsageError                 a command-line mistake (cas.cli)
 
 Adapters translate their library's exceptions into `BackendFailure` at their edge; the service
@@ -55,6 +61,7 @@ turns that into a `MailboxError` with code `ErrorFreeBusyGenerationFailed`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -68,10 +75,16 @@ class RequestFault(CasError):
     code = "ErrorInvalidRequest"
     http_status = 400
     soap_status = 500
+    back_off_ms: int | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer to this fault carries (none but for some faults)."""
+        return {}
 
 
 class MalformedRequest(RequestFault):
@@ -158,6 +171,33 @@ class ServerBusy(RequestFault):
     soap_status = 503
 
 
+class AuthenticationUnavailable(Unauthorized):
+    """Credentials could not be checked: the directory or the token issuer's keys are out of
+    reach. Not the caller's fault, and not a refusal: answered 503, so clients retry later
+    instead of asking their user for a password again."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
+
+
+class Throttled(RequestFault):
+    """The requester asked for more than its share (`cas.throttle`): EWS answers the fault
+    ErrorServerBusy with `BackOffMilliseconds`, the other doors 429 with `Retry-After`."""
+
+    code = "ErrorServerBusy"
+    http_status = 429
+    soap_status = 500  # EWS clients read the fault of a 500 answer only
+
+    def __init__(self, message: str, back_off_seconds: float = 1.0) -> None:
+        super().__init__(message)
+        self.back_off_ms = max(1, math.ceil(back_off_seconds * 1000))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, math.ceil((self.back_off_ms or 0) / 1000)))}
+
+
 class InternalError(RequestFault):
     code = "ErrorInternalServerError"
     http_status = 500
@@ -165,6 +205,15 @@ class InternalError(RequestFault):
 
 class ConfigurationError(CasError):
     """A setting points at something unusable (a missing secret file, a bad CA bundle)."""
+
+
+class ForgedRequest(CasError):
+    """A forwarded request that must not be acted on; `http_status` is 401 or 403."""
+
+    def __init__(self, reason: str, http_status: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.http_status = http_status
 
 
 class BackendFailure(CasError):
@@ -193,6 +242,7 @@ class MailboxError:
     message: str
     site: str | None = None
     missing: bool = False  # the source says the mailbox's calendar does not exist (cacheable)
+    plain: bool = False  # the message names nothing internal: a client may read it as it is
 
     def __post_init__(self) -> None:
         if self.code not in MAILBOX_ERROR_CODES:
@@ -205,7 +255,30 @@ class MailboxError:
 
     @classmethod
     def of(
-        cls, code: str, detail: str | None = None, site: str | None = None, missing: bool = False
+        cls,
+        code: str,
+        detail: str | None = None,
+        site: str | None = None,
+        missing: bool = False,
+        *,
+        plain: bool = False,
     ) -> MailboxError:
         text = MAILBOX_ERROR_CODES[code]
-        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing)
+        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing, plain)
+
+    def for_client(self, request_id: str) -> MailboxError:
+        """What a client is told: the code's plain reason and the request id (the codecs add
+        the site). The detail (backend URLs, TLS and transport errors, node addresses) stays in
+        the node's log under that request id; only the address a client asked about and plain
+        reasons such as a deadline are repeated back."""
+        text = MAILBOX_ERROR_CODES[self.code]
+        if self.plain or self.code in CLIENT_DETAIL_CODES:
+            text = self.message
+        elif self.missing:
+            text = f"{text} The mailbox's calendar does not exist."
+        shown = f"{text} (request {request_id})"
+        return MailboxError(self.code, shown, self.site, self.missing, plain=True)
+
+
+# Codes whose detail is only what the client sent (the address it asked about).
+CLIENT_DETAIL_CODES = frozenset({"ErrorMailRecipientNotFound", "ErrorNoFreeBusyAccess"})

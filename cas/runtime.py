@@ -1,5 +1,8 @@
 """One configuration generation of a node, and reloading it without dropping requests.
 
+The sitemap file is loaded again when it changes, or the permissions file it names does, or on
+SIGHUP.
+
 A `Runtime` bundles what a request needs from the sitemap: the sitemap itself and the services
 built from it. Endpoints read `holder.current` once when a request starts and keep that object
 to the end, so swapping in a new generation never disturbs requests in flight. A sitemap that
@@ -22,6 +25,7 @@ from pathlib import Path
 
 from cas.auth import BasicAuthenticator
 from cas.autodiscover import AutodiscoverService
+from cas.changes import ChangeFeed
 from cas.service import AvailabilityService
 from cas.sources.base import Source
 from sitemap.load import SitemapError, load_sitemap
@@ -36,6 +40,7 @@ class Runtime:
     authenticator: BasicAuthenticator
     availability: AvailabilityService
     autodiscover: AutodiscoverService
+    changes: ChangeFeed | None = None  # what the node does when a mailbox changes
     local: dict[str, Source] = field(default_factory=dict)  # by mailbox kind
     remote: dict[str, Source] = field(default_factory=dict)  # by site
 
@@ -62,11 +67,11 @@ class RuntimeHolder:
         self._mtime = self._stat()
         self._retired: list[asyncio.Task[None]] = []
 
-    def _stat(self) -> float | None:
-        try:
-            return os.stat(self.path).st_mtime if self.path else None
-        except OSError:
-            return None
+    def _stat(self) -> tuple[float | None, ...]:
+        """The modification times of the sitemap file and of the permissions file it names."""
+        if not self.path:
+            return ()
+        return tuple(_mtime(p) for p in (self.path, self.current.sitemap.permissions.file) if p)
 
     def reload(self) -> bool:
         """Load the sitemap file again; True when a new generation is in place."""
@@ -84,6 +89,7 @@ class RuntimeHolder:
             )
             return False
         old, self.current = self.current, runtime
+        self._mtime = self._stat()  # the new site map may name another permissions file
         self.generation += 1
         log.info("sitemap %s reloaded (generation %d)", self.path, self.generation)
         replaced = [s for kind, s in old.local.items() if runtime.local.get(kind) is not s]
@@ -121,6 +127,15 @@ class RuntimeHolder:
             task.cancel()
         for source in [*self.current.local.values(), *self.current.remote.values()]:
             await source.aclose()
+        if self.current.changes is not None:
+            await self.current.changes.aclose()
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return None
 
 
 def sitemap_path(path: str | None) -> str | None:

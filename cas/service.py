@@ -7,8 +7,9 @@ source's own "did not answer" error. A source that breaks costs only its own mai
 Nothing here raises for a single mailbox's trouble.
 
 The site that owns a mailbox decides what the requester may see of it: data from this site's
-own sources is projected for the requester here (`cas.model.projection`); data from another
-site arrives already projected by that site.
+own sources is projected here to the level the permission policy gives the requester
+(`cas.model.permissions`, `cas.model.projection`); data from another site arrives already
+projected by that site.
 
 A forwarded request (hop >= hop limit) is answered only for this site's own mailboxes; a
 mailbox of another site gets an error instead of a further hop, so requests can never loop.
@@ -20,14 +21,15 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 
-from cas.errors import MailboxError
+from cas.cache.cached import CachedSource
+from cas.errors import CLIENT_DETAIL_CODES, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxResult
-from cas.model.freebusy import MailboxData
+from cas.model.permissions import PermissionPolicy
 from cas.model.projection import Requester, project
 from cas.observability import Metrics
 from cas.routing import Plan, local_target, plan_routes, site_target
-from cas.sources.base import Answers, Source, key_of
+from cas.sources.base import Answers, PathOwned, Source, Versioned, key_of
 from sitemap.model import Mailbox, Sitemap
 
 log = logging.getLogger(__name__)
@@ -47,6 +49,7 @@ class AvailabilityService:
         timeout_seconds: float = 10.0,
         hop_limit: int = 1,
         metrics: Metrics | None = None,
+        permissions: PermissionPolicy | None = None,
     ) -> None:
         self.sitemap = sitemap
         self.site = site
@@ -54,6 +57,7 @@ class AvailabilityService:
         self.timeout_seconds = timeout_seconds
         self.hop_limit = hop_limit
         self.metrics = metrics
+        self.permissions = permissions if permissions is not None else PermissionPolicy()
 
     def ask(
         self,
@@ -81,14 +85,60 @@ class AvailabilityService:
         answers = await self._gather(plan, ask)
         results = plan.fill(answers)
         for position, route in enumerate(plan.routes):
-            result, mailbox = results[position], route.mailbox
-            if (
-                isinstance(result, MailboxData)
-                and mailbox is not None
-                and mailbox.site == self.site
-            ):
-                results[position] = project(result, ask.requester, mailbox.address)
-        return results
+            mailbox = route.mailbox
+            if mailbox is not None and mailbox.site == self.site:
+                access = self.permissions.access(mailbox, ask.requester)
+                results[position] = project(results[position], access, self.site)
+        return results if ask.hop > 0 else self._for_client(plan, results, ask)
+
+    def _for_client(
+        self, plan: Plan, results: list[MailboxResult], ask: Ask
+    ) -> list[MailboxResult]:
+        """Per-mailbox errors as a client sees them (`MailboxError.for_client`); each distinct
+        detail is logged once per request, with how many mailboxes it cost."""
+        details: dict[tuple[str, str, str | None], list[str]] = {}
+        shown: list[MailboxResult] = []
+        for route, result in zip(plan.routes, results, strict=True):
+            if isinstance(result, MailboxError):
+                details.setdefault((result.code, result.message, result.site), []).append(
+                    route.query.address
+                )
+                result = result.for_client(ask.request_id)
+            shown.append(result)
+        for (code, message, site), addresses in details.items():
+            if code not in CLIENT_DETAIL_CODES:
+                log.info(
+                    "%d mailbox(es) of site %s answered %s (first %s): %s",
+                    len(addresses), site or "-", code, addresses[0], message,
+                )  # fmt: skip
+        return shown
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """The current version of each of this site's mailboxes (None: not known), confirmed
+        with the backend at most once per validation interval; other sites check their copies
+        against these."""
+        batches: dict[str, list[Mailbox]] = {}
+        for mailbox in mailboxes:
+            if mailbox.site == self.site:
+                batches.setdefault(local_target(mailbox.kind), []).append(mailbox)
+        found: dict[str, str | None] = {key_of(m): None for m in mailboxes}
+        for target, batch in batches.items():
+            source = self.sources.get(target)
+            if isinstance(source, Versioned):
+                found.update(await source.versions(batch, ask))
+        return found
+
+    def mailbox_for(self, path: str) -> Mailbox | None:
+        """The site's mailbox whose calendar holds `path` (as a storage hook reports it)."""
+        mine = [m for m in self.sitemap.mailboxes_of(self.site) if m.kind == "modern"]
+        source = self.sources.get(local_target("modern"))
+        return source.mailbox_for(path, mine) if isinstance(source, PathOwned) else None
+
+    def drop_locally(self, address: str) -> None:
+        """Another node of the site dropped a mailbox: drop this node's first-level copies."""
+        for source in self.sources.values():
+            if isinstance(source, CachedSource):
+                source.drop_locally(address)
 
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop what this node's caches hold of `mailbox`: its site's entries when the site is

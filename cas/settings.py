@@ -69,6 +69,7 @@ def _choice(*choices: str) -> Kind:
 POSITIVE_INT = _at_least(int, "a whole number", 1, strict=False)
 POSITIVE_SECONDS = _at_least(float, "a number of seconds", 0, strict=True)
 SECONDS = _at_least(float, "a number of seconds", 0, strict=False)
+RATE = _at_least(float, "a number", 0, strict=False)
 PATH = Kind("a file path, or empty", _path)
 LOG_LEVEL = _choice("debug", "info", "warning", "error")
 
@@ -91,7 +92,22 @@ class Settings:
     backend_concurrency: int = setting(
         32,
         POSITIVE_INT,
-        "Most backend calls one request runs at once (each backend has its own pool too).",
+        "Most calls one node makes to the site's CalDAV backend at once; the rest wait their turn.",
+    )
+    oldserver_concurrency: int = setting(
+        4,
+        POSITIVE_INT,
+        "Most requests one node sends the site's old server at once; the rest wait their turn.",
+    )
+    throttle_rate: float = setting(
+        50.0,
+        RATE,
+        "Mailbox lookups per second each requester may make, across the site's nodes; 0: no limit.",
+    )
+    throttle_burst: int = setting(
+        500,
+        POSITIVE_INT,
+        "Most lookups a requester may make at once (a request costs one per mailbox, at most this).",
     )
     reload_check_seconds: float = setting(
         2.0,
@@ -123,6 +139,24 @@ class Settings:
         900.0,
         POSITIVE_SECONDS,
         "Cached data younger than this is served without asking the backend (refresh interval).",
+    )
+    cache_validate_seconds: float = setting(
+        5.0,
+        SECONDS,
+        "How often cached data is confirmed unchanged with the backend's change tag (one cheap "
+        "request per mailbox per interval, across the site); 0: rely on pushed changes.",
+    )
+    oldserver_refresh_seconds: float = setting(
+        60.0,
+        POSITIVE_SECONDS,
+        "How often an old server's free/busy is read again (it has no change tag; clients "
+        "publish it every 15 minutes).",
+    )
+    change_token_file: str = setting(
+        "",
+        PATH,
+        "File with the bearer token a backend's storage hook sends changes with "
+        "(POST /api/v1/changes); empty: the admin token only.",
     )
     cache_query_window_seconds: float = setting(
         2.0,

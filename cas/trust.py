@@ -1,15 +1,21 @@
 """Trust between nodes: the signed `X-CAS-Forwarded` header a node puts on a forwarded request.
 
 A node that forwards a request to another site signs who it is, where the request goes, who the
-original requester is, the hop count, the request id, a timestamp and a nonce, bound to the HTTP
-method, path and a digest of the body, with HMAC-SHA256 under the cluster secret. The receiving
-node verifies the header before doing anything else; `docs/trust.md` explains why a token and
-not mutual TLS. This module is pure (no I/O except `load_cluster_secret`).
+original requester is and which of the requester's groups the permissions name, the hop count,
+the request id, a timestamp and a nonce, bound to the HTTP method, path and a digest of the
+body, with HMAC-SHA256 under the cluster secret. The receiving node verifies the header before
+doing anything else; `docs/trust.md` explains why a token and not mutual TLS. This module is
+pure (no I/O except `load_cluster_secret`).
 
 Header (one line, fields in this order, nothing else)::
 
-    v1;from=<site>;to=<site>;req=<b64url(requester) | ->;hop=<n>;rid=<id>;t=<unix s>;
-      n=<nonce>;sig=<b64url mac>                                     (one line, no spaces)
+    v2;from=<site>;to=<site>;req=<b64url(requester) | ->;grp=<b64url(JSON groups) | ->;
+      hop=<n>;rid=<id>;t=<unix s>;n=<nonce>;sig=<b64url mac>        (one line, no spaces)
+
+The groups are a JSON list of names, sorted, without repeats: at most `MAX_GROUPS` of at most
+`MAX_GROUP_BYTES` together, so a token is never longer than `MAX_HEADER_CHARS`. Version `v1`
+(the same without `grp`: a requester without groups) is still accepted, so nodes can be
+upgraded one at a time; a node signs `v2`.
 
 The MAC covers a canonical, length-prefixed encoding of the version, every claim, the method, the
 path and sha256(body), so no field can move into another. Failures raise `ForgedRequest` carrying
@@ -23,20 +29,24 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cas.errors import CasError
+from cas.errors import ForgedRequest
+from cas.replay import ReplayCache
 
 __all__ = [
     "BUDGET_HEADER",
     "EWS_PATH",
     "HEADER",
+    "MAX_GROUPS",
+    "MAX_GROUP_BYTES",
+    "MAX_HEADER_CHARS",
     "MIN_SECRET_BYTES",
     "REQUEST_ID_HEADER",
     "VERSION",
@@ -44,6 +54,7 @@ __all__ = [
     "ForwardClaims",
     "PeerTrust",
     "ReplayCache",
+    "TooManyGroups",
     "load_cluster_secret",
     "sign_request",
     "verify_request",
@@ -53,32 +64,39 @@ HEADER = "X-CAS-Forwarded"
 BUDGET_HEADER = "X-CAS-Budget-Ms"  # the time left, in milliseconds, for the node forwarded to
 REQUEST_ID_HEADER = "X-Request-Id"
 EWS_PATH = "/EWS/Exchange.asmx"
-VERSION = "v1"
+VERSION = "v2"
 MIN_SECRET_BYTES = 32
-MAX_HEADER_CHARS = 2048
+MAX_HEADER_CHARS = 4096
+MAX_GROUPS = 64
+MAX_GROUP_BYTES = 1024  # the JSON list of groups, UTF-8
 
 _SITE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _B64 = re.compile(r"[A-Za-z0-9_-]+")
 _DIGITS = re.compile(r"0|[1-9][0-9]{0,11}")  # canonical decimal only
-_FIELDS = ("from", "to", "req", "hop", "rid", "t", "n", "sig")
+_FIELDS = {
+    "v1": ("from", "to", "req", "hop", "rid", "t", "n", "sig"),
+    "v2": ("from", "to", "req", "grp", "hop", "rid", "t", "n", "sig"),
+}
 _MAX_HOP = 255
 _MAX_REQUESTER_BYTES = 512
 
 
-class ForgedRequest(CasError):
-    """A forwarded request that must not be acted on; `http_status` is 401 or 403."""
+class TooManyGroups(ValueError):
+    """The requester's groups do not fit in a forwarding token (`MAX_GROUPS`, `MAX_GROUP_BYTES`)."""
 
-    def __init__(self, reason: str, http_status: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.http_status = http_status
+
+def _encode_groups(groups: tuple[str, ...]) -> str:
+    return json.dumps(list(groups), ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(frozen=True, slots=True)
 class ForwardClaims:
-    """What a forwarding node asserts about a request; every field is covered by the MAC."""
+    """What a forwarding node asserts about a request; every field is covered by the MAC.
+
+    `groups` are given in any order and kept sorted, without repeats (one spelling per token).
+    `version` is the header version the claims came in, or are signed as."""
 
     from_site: str
     to_site: str
@@ -87,8 +105,29 @@ class ForwardClaims:
     request_id: str
     issued_at: int
     nonce: str
+    groups: tuple[str, ...] = ()
+    version: str = VERSION
 
     def __post_init__(self) -> None:
+        groups = tuple(sorted(set(self.groups)))
+        object.__setattr__(self, "groups", groups)
+        if self.version not in _FIELDS:
+            raise ValueError(f"unknown forwarding header version {self.version!r}")
+        if groups and self.version == "v1":
+            raise ValueError("a v1 forwarding header carries no groups")
+        if any(not g or not isinstance(g, str) for g in groups):
+            raise ValueError("a group name is text of at least one character")
+        if len(groups) > MAX_GROUPS:
+            raise TooManyGroups(
+                f"the requester's groups do not fit in a forwarding token: {len(groups)} "
+                f"groups, at most {MAX_GROUPS}"
+            )
+        size = len(_encode_groups(groups).encode("utf-8", "surrogatepass"))
+        if size > MAX_GROUP_BYTES:
+            raise TooManyGroups(
+                f"the requester's groups do not fit in a forwarding token: {size} bytes of "
+                f"group names, at most {MAX_GROUP_BYTES}"
+            )
         for name in ("from_site", "to_site"):
             if not _SITE.fullmatch(getattr(self, name)):
                 raise ValueError(f"{name} {getattr(self, name)!r} is not a valid site name")
@@ -115,6 +154,7 @@ class ForwardClaims:
         hop: int,
         request_id: str,
         now: int | None = None,
+        groups: Sequence[str] = (),
     ) -> ForwardClaims:
         """Fresh claims for one forwarded request: the current time and a random nonce."""
         return cls(
@@ -125,52 +165,8 @@ class ForwardClaims:
             request_id=request_id,
             issued_at=int(time.time()) if now is None else now,
             nonce=secrets.token_urlsafe(18),
+            groups=tuple(groups),
         )
-
-
-class ReplayCache:
-    """Nonces accepted in the last `window_seconds`, per node, bounded in memory.
-
-    `seen(nonce, now)` answers whether the nonce was recorded and not yet expired, and records it
-    if not. Expired entries are evicted as time passes; when `max_entries` live entries remain,
-    the cache refuses new ones (ForgedRequest 403) instead of growing: under such a flood,
-    refusing is safer than forgetting a nonce that may still be replayed.
-    """
-
-    def __init__(self, window_seconds: int, *, max_entries: int = 100_000) -> None:
-        if window_seconds <= 0 or max_entries <= 0:
-            raise ValueError("window_seconds and max_entries must be positive")
-        self.window_seconds = window_seconds
-        self.max_entries = max_entries
-        self._expiry: dict[str, int] = {}  # insertion order ~ expiry order
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._expiry)
-
-    def seen(self, nonce: str, now: int) -> bool:
-        with self._lock:
-            self._evict(now)
-            expiry = self._expiry.get(nonce)
-            if expiry is not None and expiry > now:
-                return True
-            if expiry is None and len(self._expiry) >= self.max_entries:
-                self._evict(now, full_sweep=True)
-                if len(self._expiry) >= self.max_entries:
-                    raise ForgedRequest("replay cache full", 403)
-            self._expiry.pop(nonce, None)
-            self._expiry[nonce] = now + self.window_seconds
-            return False
-
-    def _evict(self, now: int, *, full_sweep: bool = False) -> None:
-        if full_sweep:  # the clock may have stepped back: order is then only approximate
-            self._expiry = {n: e for n, e in self._expiry.items() if e > now}
-            return
-        while self._expiry:
-            nonce, expiry = next(iter(self._expiry.items()))
-            if expiry > now:
-                return
-            del self._expiry[nonce]
 
 
 def load_cluster_secret(path: str | Path) -> list[bytes]:
@@ -198,7 +194,7 @@ def sign_request(
     key = _keys(secret)[0]
     fields = _encode_fields(claims)
     mac = _mac(key, claims, method=method, path=path, body=body)
-    return ";".join([VERSION, *(f"{k}={v}" for k, v in fields), f"sig={_b64(mac)}"])
+    return ";".join([claims.version, *(f"{k}={v}" for k, v in fields), f"sig={_b64(mac)}"])
 
 
 def verify_request(
@@ -305,10 +301,11 @@ def _unb64(text: str) -> bytes:
 
 def _encode_fields(claims: ForwardClaims) -> list[tuple[str, str]]:
     requester = "-" if claims.requester is None else _b64(claims.requester.encode("utf-8"))
-    return [
-        ("from", claims.from_site),
-        ("to", claims.to_site),
-        ("req", requester),
+    fields = [("from", claims.from_site), ("to", claims.to_site), ("req", requester)]
+    if claims.version != "v1":
+        groups = _encode_groups(claims.groups).encode("utf-8") if claims.groups else b""
+        fields.append(("grp", _b64(groups) if groups else "-"))
+    return fields + [
         ("hop", str(claims.hop)),
         ("rid", claims.request_id),
         ("t", str(claims.issued_at)),
@@ -316,10 +313,30 @@ def _encode_fields(claims: ForwardClaims) -> list[tuple[str, str]]:
     ]
 
 
+def _decode_groups(text: str) -> tuple[str, ...]:
+    """The groups of a `grp` field: only the spelling `_encode_fields` writes is accepted."""
+    if text == "-":
+        return ()
+    raw = _unb64(text)
+    if len(raw) > MAX_GROUP_BYTES:
+        raise TooManyGroups(
+            f"forwarding token carries {len(raw)} bytes of group names; at most {MAX_GROUP_BYTES}"
+        )
+    groups = json.loads(raw.decode("utf-8"))
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("groups are not a list of names")
+    if len(groups) > MAX_GROUPS:
+        raise TooManyGroups(f"forwarding token carries {len(groups)} groups; at most {MAX_GROUPS}")
+    found = tuple(groups)
+    if not found or found != tuple(sorted(set(found))) or _encode_groups(found) != raw.decode():
+        raise ValueError("groups not in their one spelling")
+    return found
+
+
 def _canonical(claims: ForwardClaims, *, method: str, path: str, body: bytes) -> bytes:
     parts = [
         "cas-forwarded",
-        VERSION,
+        claims.version,
         *(value for _, value in _encode_fields(claims)),
         method.upper(),
         path,
@@ -340,18 +357,19 @@ def _parse(header: str | None) -> tuple[ForwardClaims, str]:
     if not header:
         raise ForgedRequest("missing forwarding credentials", 401)
     if len(header) > MAX_HEADER_CHARS or not header.isascii():
-        raise ForgedRequest("malformed forwarding header", 401)
+        raise ForgedRequest(f"forwarding header longer than {MAX_HEADER_CHARS} characters", 401)
     version, *rest = header.split(";")
-    if version != VERSION:
+    if version not in _FIELDS:
         raise ForgedRequest("unknown forwarding header version", 401)
     pairs = [item.partition("=") for item in rest]
-    if [k for k, _, _ in pairs] != list(_FIELDS) or any(not sep for _, sep, _ in pairs):
+    if [k for k, _, _ in pairs] != list(_FIELDS[version]) or any(not sep for _, sep, _ in pairs):
         raise ForgedRequest("malformed forwarding header", 401)
     values = {k: v for k, _, v in pairs}
     try:
         if not (_DIGITS.fullmatch(values["hop"]) and _DIGITS.fullmatch(values["t"])):
             raise ValueError("not a number")
         requester = None if values["req"] == "-" else _unb64(values["req"]).decode("utf-8")
+        groups = _decode_groups(values["grp"]) if "grp" in values else ()
         if len(_unb64(values["sig"])) != hashlib.sha256().digest_size:
             raise ValueError("wrong signature length")
         claims = ForwardClaims(
@@ -362,7 +380,11 @@ def _parse(header: str | None) -> tuple[ForwardClaims, str]:
             request_id=values["rid"],
             issued_at=int(values["t"]),
             nonce=values["n"],
+            groups=groups,
+            version=version,
         )
+    except TooManyGroups as exc:
+        raise ForgedRequest(str(exc), 401) from exc
     except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
         raise ForgedRequest("malformed forwarding header", 401) from exc
     return claims, values["sig"]

@@ -51,6 +51,12 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_false",
         help="leave a part that dies down instead of starting it again (to watch failover)",
     )
+    p.add_argument(
+        "--no-push",
+        dest="push",
+        action="store_false",
+        help="do not wire Radicale's storage hook: changes are found by validation only",
+    )
 
 
 def _add_legacy_server(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -141,6 +147,7 @@ def lab(args: argparse.Namespace) -> int:
             duration=args.duration,
             backend_delay_ms=args.backend_delay_ms,
             restart=args.restart,
+            push=args.push,
         )
     )
 

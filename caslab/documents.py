@@ -2,6 +2,10 @@
 
 Functions of a started `Lab` (`caslab.runner`): `write_sitemap` writes the YAML the nodes are
 started with; `manifest_document` is what `cas lab` writes for clients (docs/contract.md).
+
+The lab has two requesters with different permission levels (`REQUESTERS`): `scheduler` (the
+manifest's `client`) sees subjects and locations, `viewer` only times, on every mailbox; a
+lookup without a login is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +22,22 @@ if TYPE_CHECKING:
     from caslab.runner import Lab, LabSite
 
 
+# name -> (the lab's secret holding its password, the level the lab's permissions give it)
+REQUESTERS = {
+    "scheduler": ("client", "FreeBusyTimeAndSubjectAndLocation"),
+    "viewer": ("viewer", "FreeBusyTimeOnly"),
+}
+PERMISSIONS = {
+    "default": "FreeBusyTimeOnly",
+    "anonymous": "None",
+    "grants": [
+        {"user": name, "level": level}
+        for name, (_, level) in REQUESTERS.items()
+        if level != "FreeBusyTimeOnly"
+    ],
+}
+
+
 def legacy_dn(site: str, mailbox: SeedMailbox) -> str:
     return f"/o=Contoso/ou={site.upper()}/cn=Recipients/cn={mailbox.address.split('@')[0]}"
 
@@ -29,13 +49,21 @@ def write_sitemap(lab: Lab) -> Path:
             "cluster_secret_file": str(secret_dir / "cluster"),
             "peer_ca_file": str(lab.ca.cert),
             "admin_token_file": str(secret_dir / "admin-token"),
+            "change_token_file": str(secret_dir / "change-token"),
             "shutdown_drain_seconds": 0,  # no load balancer to drain from on loopback
+            # With Radicale's hook pushing every write, confirming by change tag is only a
+            # safety net; without it, the default interval (5 s) bounds what a change takes.
+            **({"cache_validate_seconds": 30} if lab.options.push else {}),
         },
         "domains": [DOMAIN],
         "dns": {"nameservers": ["127.0.0.1"], "port": lab.dns.port, "timeout_seconds": 1},
         "auth": {
-            "users": [{"username": lab.client_user, "password_file": str(secret_dir / "client")}]
+            "users": [
+                {"username": name, "password_file": str(secret_dir / secret)}
+                for name, (secret, _) in REQUESTERS.items()
+            ]
         },
+        "permissions": PERMISSIONS,
         "sites": [site_document(lab, site, secret_dir) for site in lab.sites],
         "mailboxes": [
             {
@@ -95,6 +123,11 @@ def manifest_document(lab: Lab) -> dict[str, object]:
         "ca_cert": str(lab.ca.cert),
         "sitemap": str(lab.sitemap_path),
         "client": {"username": lab.client_user, "password": lab.passwords["client"]},
+        "requesters": [
+            {"username": name, "password": lab.passwords[secret], "level": level}
+            for name, (secret, level) in REQUESTERS.items()
+        ],
+        "anonymous_lookups": "refused",
         "admin_token": lab.passwords["admin-token"],
         "sites": [
             {

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -56,8 +57,10 @@ class RadicaleServer:
         start_timeout: float = DEFAULT_START_TIMEOUT,
         auth_delay: float = 0.05,
         max_connections: int = 32,
+        hook: str = "",
     ) -> None:
         self.folder = Path(folder).resolve()
+        self.hook = hook  # a storage hook command, run after every write (`%(path)s`, ...)
         self.users = dict(users)
         self.admins = tuple(admins)
         self.readers = tuple(readers)
@@ -162,7 +165,7 @@ class RadicaleServer:
         assert self.port is not None
         write_config(
             self.folder, self.host, self.port,
-            max_connections=self.max_connections, auth_delay=self.auth_delay,
+            max_connections=self.max_connections, auth_delay=self.auth_delay, hook=self.hook,
         )  # fmt: skip
 
 
@@ -224,8 +227,12 @@ def write_config(
     max_connections: int = 32,
     auth_delay: float = 0.05,
     log_level: str = "warning",
+    hook: str = "",
 ) -> Path:
-    """`folder/config`, naming `folder/users`, `folder/rights` and `folder/collections`."""
+    """`folder/config`, naming `folder/users`, `folder/rights` and `folder/collections`;
+    `hook` is run by Radicale after every write (its `[storage] hook`)."""
+    if "\n" in hook:
+        raise RadicaleError("a storage hook is one line")
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     text = f"""[server]
 hosts = {listen}
@@ -243,6 +250,7 @@ file = {folder / "rights"}
 
 [storage]
 filesystem_folder = {folder / "collections"}
+hook = {hook}
 
 [web]
 type = none
@@ -281,6 +289,21 @@ def write_server_files(
         root, host, port,
         max_connections=max_connections, auth_delay=auth_delay, log_level=log_level,
     )  # fmt: skip
+
+
+def change_hook(
+    nodes: Iterable[str], ca_file: str | Path, token_file: str | Path, *, when: str | Path
+) -> str:
+    """A Radicale storage hook that tells the site's nodes what changed: `curl` POSTs the
+    changed path to `/api/v1/changes` of the first node that answers (docs/freshness.md).
+    It does nothing until the file `when` exists (the lab seeds its calendars first)."""
+    urls = " ".join(shlex.quote(u.rstrip("/") + "/api/v1/changes") for u in nodes)
+    token = f'"$(cat {shlex.quote(str(token_file))})"'
+    return (
+        f"[ -e {shlex.quote(str(when))} ] || exit 0; "
+        f"for u in {urls}; do curl -fsS -m 5 --cacert {shlex.quote(str(ca_file))} "
+        f'--oauth2-bearer {token} --data-urlencode path=%(path)s "$u" >/dev/null && break; done'
+    )
 
 
 def radicale_command(config: Path) -> list[str]:

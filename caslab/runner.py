@@ -36,7 +36,7 @@ from caslab.documents import legacy_dn, manifest_document, write_sitemap
 from caslab.faultproxy import FaultProxy
 from caslab.oldserver.process import LegacyServer
 from caslab.process import free_port
-from caslab.radicale import RadicaleServer, ensure_calendar, put_event
+from caslab.radicale import RadicaleServer, change_hook, ensure_calendar, put_event
 from caslab.redis import RedisProcess, find_redis_server
 from caslab.seed import (
     SeedMailbox,
@@ -67,6 +67,7 @@ class LabOptions:
     duration: float | None = None
     backend_delay_ms: int = 0
     restart: bool = True  # a part that dies is started again (caslab.keeper)
+    push: bool = True  # Radicale's storage hook pushes every write to the site's nodes
 
 
 @dataclass
@@ -139,8 +140,10 @@ class Lab:
             "caldav-admin": secrets.token_urlsafe(12),
             "caldav-cas": secrets.token_urlsafe(12),
             "client": secrets.token_urlsafe(12),
+            "viewer": secrets.token_urlsafe(12),  # the requester who sees times only
             "cluster": secrets.token_urlsafe(32),  # signs node-to-node requests
             "admin-token": secrets.token_urlsafe(24),  # the admin API (cache invalidation)
+            "change-token": secrets.token_urlsafe(24),  # the storage hooks' pushed changes
         }
         self.client_user = "scheduler"
 
@@ -170,11 +173,18 @@ class Lab:
                 file=sys.stderr,
             )
         for index, part in enumerate(self.topology.sites):
+            node_ports = [free_port() for _ in range(self.options.nodes_per_site)]
+            hook = ""
+            if self.options.push:
+                urls = [f"https://127.0.0.1:{port}" for port in node_ports]
+                tokens = secret_dir / "change-token"
+                hook = change_hook(urls, self.ca.cert, tokens, when=self.root / "seeded")
             server = RadicaleServer(
                 self.root / part.name / "radicale",
                 {"admin": self.passwords["caldav-admin"], "cas": self.passwords["caldav-cas"]},
                 admins=["admin"],
                 readers=["cas"],
+                hook=hook,
             )
             legacy_people: list[SeedMailbox] = []
             if index < LEGACY_SITES:
@@ -196,9 +206,10 @@ class Lab:
                 site.backend_proxy = FaultProxy("127.0.0.1", int(urlsplit(server.url).port or 0))
                 site.backend_proxy.start()
                 site.backend_proxy.delay(self.options.backend_delay_ms / 1000)
-            site.node_ports = [free_port() for _ in range(self.options.nodes_per_site)]
+            site.node_ports = node_ports
         self._start_legacy()
         asyncio.run(self._seed_all())
+        (self.root / "seeded").touch()  # from now on, every write is pushed to the nodes
         self._serve_dns()
         self.sitemap_path = write_sitemap(self)
         for site in self.sites:

@@ -1,8 +1,9 @@
 """What `cas lab` prints once it runs: where every part is, and commands that work when pasted.
 
 `paste_commands(manifest, ...)` builds the commands from the manifest alone (pure, tested):
-a `cas lookup` of mailboxes of two sites, a `curl` of the JSON API, a few lines of exchangelib,
-and `cas doctor` against the lab's sitemap. `print_summary` writes the table of parts and those
+a `cas lookup` of mailboxes of two sites (and the same as each other requester, who sees a
+different permission level), a `curl` of the JSON API, a few lines of exchangelib, and
+`cas doctor` against the lab's sitemap. `print_summary` writes the table of parts and those
 commands. Tables keep whole URLs when the output is not a terminal (piped, or in a log file).
 """
 
@@ -21,6 +22,12 @@ from rich.console import Console
 from rich.table import Table
 
 PIPED_WIDTH = 250  # wide enough for every URL of the table; a terminal uses its own width
+LEVEL_WORDS = {
+    "None": "nothing",
+    "FreeBusyTimeOnly": "times only",
+    "FreeBusyTimeAndSubjectAndLocation": "subjects and locations",
+    "FullDetails": "every detail",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +87,14 @@ def paste_commands(
             f" --manifest {shlex.quote(str(manifest_path))}",
         )
     ]
+    for other in manifest.get("requesters", []):
+        if other["username"] != client["username"]:
+            commands.append(
+                PasteCommand(
+                    f"the same, as {other['username']}, who may see {LEVEL_WORDS[other['level']]}",
+                    f"{commands[0].text} --user {shlex.quote(other['username'])}",
+                )
+            )
     body = {
         "schedules": addresses,
         "startTime": {"dateTime": f"{day.isoformat()}T00:00:00", "timeZone": "UTC"},
@@ -170,6 +185,10 @@ def print_summary(
         f"(dig @{dns['host']} -p {dns['port']} _autodiscover._tcp.{manifest['domain']} SRV)",
         f"CA certificate: {manifest['ca_cert']}",
         f"client login:   {client['username']} / {client['password']}",
+        *(
+            f"requester:      {r['username']} / {r['password']} sees {LEVEL_WORDS[r['level']]}"
+            for r in manifest.get("requesters", [])
+        ),
         f"manifest:       {manifest_path}",
         f"logs:           {state / 'logs'} ({kept})",
         f"processes:      {state / 'parts.json'} (each part's PID, to stop or pause one)",

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
 from sitemap.discovery import DiscoveryError, NodeAddress, SiteNodes, SrvResolver
+from sitemap.ldapdir import DirectoryUnavailable, LdapDirectory
 from sitemap.load import SitemapError, load_sitemap
 from sitemap.model import Site, Sitemap
 from sitemap.replica import replica_key, replica_order, stable_hash
@@ -67,7 +68,12 @@ def _validate(args: argparse.Namespace) -> int:
     sitemap = _load(args.file)
     if sitemap is None:
         return EXIT_INVALID
-    print(f"{args.file}: ok ({len(sitemap.sites)} sites, {len(sitemap.mailboxes)} mailboxes)")
+    directory = sitemap.directory
+    if isinstance(directory, LdapDirectory):
+        where = f"mailboxes from LDAP {directory.server.url} under {directory.config.base}"
+    else:
+        where = f"{len(sitemap.mailboxes)} mailboxes"
+    print(f"{args.file}: ok ({len(sitemap.sites)} sites, {where})")
     return EXIT_OK
 
 
@@ -90,6 +96,11 @@ def _locate(args: argparse.Namespace) -> int:
     sitemap = _load(args.config)
     if sitemap is None:
         return EXIT_INVALID
+    if isinstance(sitemap.directory, LdapDirectory):
+        try:
+            sitemap.directory.load()
+        except DirectoryUnavailable as exc:
+            return _fail(str(exc))
     mailbox = sitemap.lookup(args.address)
     if mailbox is None:
         return _fail(f"{args.address}: not in the directory of {args.config}")

@@ -7,11 +7,14 @@ can rely on every reference (a mailbox's site, a site's backend) being present a
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from sitemap.directory import Directory
 
 MailboxKind = Literal["modern", "legacy"]
 NodeScheme = Literal["http", "https"]
@@ -108,6 +111,10 @@ def _no_costs() -> Mapping[str, int]:
     return MappingProxyType({})
 
 
+def _no_sites() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     """One site. Its nodes are the static `nodes` plus whatever the SRV name `srv` gives now
@@ -157,37 +164,214 @@ class Mailbox:
 
 @dataclass(frozen=True, slots=True)
 class ClientUser:
-    """A client allowed to call the node (HTTP Basic)."""
+    """A client allowed to call the node (HTTP Basic), its password kept as a secret reference."""
 
     username: str
     password: SecretRef
 
 
+DOORS = ("ews", "api", "public", "autodiscover", "autodiscover_json", "health")
+"""The front doors a node has, as `auth.anonymous` names them."""
+
+DEFAULT_ANONYMOUS_DOORS = ("autodiscover_json", "health")
+"""The doors open without credentials unless `auth.anonymous` says otherwise."""
+
+
+@dataclass(frozen=True, slots=True)
+class LdapServer:
+    """The organisation's directory server (the top-level `ldap` section).
+
+    `bind_dn` and `password` are the service account the node searches with; without them the
+    node searches anonymously. `ca_file` verifies `ldaps://` and StartTLS."""
+
+    url: str
+    bind_dn: str | None = None
+    password: SecretRef | None = None
+    start_tls: bool = False
+    ca_file: str | None = None
+    timeout_seconds: float = 5.0
+    page_size: int = 500
+
+
+GroupMode = Literal["member_of", "search", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class LdapLogin:
+    """HTTP Basic checked by a simple bind to the directory (`auth.ldap`).
+
+    The user's entry is found under `user_base` with `user_filter` ({user}: the name given,
+    escaped); the node then binds as that entry with the password given. Groups come from the
+    entry's `member_of_attribute` (`member_of`), or from a search under `group_base` with
+    `group_filter` ({dn}: the user's DN, escaped) (`search`); a group is named by its
+    `group_name_attribute`."""
+
+    user_base: str
+    user_filter: str = "(&(objectClass=person)(|(uid={user})(mail={user})))"
+    groups: GroupMode = "member_of"
+    member_of_attribute: str = "memberOf"
+    group_base: str | None = None
+    group_filter: str = "(&(objectClass=groupOfNames)(member={dn}))"
+    group_name_attribute: str = "cn"
+
+
+@dataclass(frozen=True, slots=True)
+class JwtIssuer:
+    """Bearer tokens (JWTs) of an OpenID Connect issuer (`auth.jwt`), verified with the keys
+    its `jwks_url` publishes; the user is `username_claim`, the groups `groups_claim`."""
+
+    issuer: str
+    audience: str
+    jwks_url: str
+    algorithms: tuple[str, ...] = ("RS256",)
+    username_claim: str = "preferred_username"
+    groups_claim: str = "groups"
+    leeway_seconds: float = 30.0
+    ca_file: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class ClientAuth:
-    """Who may call the node. `anonymous` lets anyone in (labs, trusted networks only)."""
+    """Who may call the node, and how callers prove it.
+
+    `users` are the plain client users of old site maps (a secret each); `users_file` is a file
+    of users with password hashes; `ldap` checks passwords against the directory; `jwt` accepts
+    bearer tokens. `anonymous` (true) opens every door; otherwise `anonymous_doors` are the
+    doors served without credentials. Verified credentials are remembered `cache_seconds`."""
 
     users: tuple[ClientUser, ...] = ()
     anonymous: bool = False
+    anonymous_doors: tuple[str, ...] = DEFAULT_ANONYMOUS_DOORS
+    users_file: str | None = None
+    ldap: LdapLogin | None = None
+    jwt: JwtIssuer | None = None
+    cache_seconds: float = 60.0
+    realm: str = "CAS availability"
+
+    def is_anonymous(self, door: str) -> bool:
+        """Whether `door` serves callers who give no credentials."""
+        return self.anonymous or door in self.anonymous_doors
+
+
+@dataclass(frozen=True, slots=True)
+class LdapDirectoryConfig:
+    """Mailboxes and groups read from the directory (the `directory` section, `source: ldap`).
+
+    Mailboxes are the entries under `base` matching `filter`; each attribute named here fills
+    one field of `Mailbox`. A mailbox's site is the value of `site_attribute`, translated by
+    `sites` when given (value -> site name), else `default_site`; its kind is `legacy` when
+    `kind_attribute` holds one of `legacy_values`. Groups are the entries under `group_base`
+    matching `group_filter`, their members the DNs in `group_member_attribute`. The directory
+    is read again every `refresh_seconds`; the last good copy stays in use while it is down,
+    and is written to `cache_file` (when set) for a node that starts while it is down."""
+
+    base: str
+    filter: str = "(mail=*)"
+    address_attribute: str = "mail"
+    aliases_attribute: str | None = "proxyAddresses"
+    site_attribute: str | None = None
+    sites: Mapping[str, str] = field(default_factory=_no_sites, hash=False)
+    default_site: str | None = None
+    legacy_dn_attribute: str | None = "legacyExchangeDN"
+    display_name_attribute: str | None = "displayName"
+    kind_attribute: str | None = None
+    legacy_values: tuple[str, ...] = ()
+    group_base: str | None = None
+    group_filter: str = "(objectClass=groupOfNames)"
+    group_name_attribute: str = "cn"
+    group_address_attribute: str | None = "mail"
+    group_member_attribute: str = "member"
+    refresh_seconds: float = 300.0
+    cache_file: str | None = None
+
+
+PERMISSION_LEVELS = ("None", "FreeBusyTimeOnly", "FreeBusyTimeAndSubjectAndLocation", "FullDetails")
+"""MS-OXCPERM's free/busy levels (EWS `FreeBusyAccessLevel`), from least to most."""
+
+LEVEL_ALIASES = {
+    "AvailabilityOnly": "FreeBusyTimeOnly",
+    "LimitedDetails": "FreeBusyTimeAndSubjectAndLocation",
+    "Reviewer": "FullDetails",
+}
+"""Exchange's calendar folder roles (`Add-MailboxFolderPermission`) that mean those levels."""
+
+DEFAULT_LEVEL = "FreeBusyTimeAndSubjectAndLocation"
+"""The organisation default when the site map says nothing (what every caller saw before
+permission levels existed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One entry of a calendar's permissions: a `user` (a requester's name) or a `group` (one
+    of a requester's groups), the `level` it gets, and for a delegate with FullDetails
+    (`delegate`) whether private items are shown in full."""
+
+    level: str
+    user: str | None = None
+    group: str | None = None
+    delegate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxPermissions:
+    """What one mailbox's owner set: a `default` for everyone without a grant (None: the
+    organisation's), and grants to users and groups."""
+
+    default: str | None = None
+    grants: tuple[Grant, ...] = ()
+
+
+def _no_mailbox_permissions() -> Mapping[str, MailboxPermissions]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Permissions:
+    """Who may see what of whose calendar (the `permissions` section, or the file it names).
+
+    `default` is every calendar's default entry; `anonymous` what a caller without a login
+    gets (None: the default); `grants` apply to every mailbox; `mailboxes` are the entries
+    each mailbox's owner set, keyed by casefolded address. `file` is where they were read
+    from, when not from the site map itself."""
+
+    default: str = DEFAULT_LEVEL
+    anonymous: str | None = None
+    grants: tuple[Grant, ...] = ()
+    mailboxes: Mapping[str, MailboxPermissions] = field(
+        default_factory=_no_mailbox_permissions, hash=False
+    )
+    file: str | None = None
 
 
 @dataclass(frozen=True)
 class Sitemap:
+    """A loaded site map. `mailboxes` is the directory: a tuple as written (YAML/CSV), or a
+    `sitemap.directory.Directory` such as the LDAP directory, kept up to date while in use;
+    `lookup` and `mailboxes_of` read whichever it is."""
+
     source: str
     sites: tuple[Site, ...]
-    mailboxes: tuple[Mailbox, ...]
+    mailboxes: Sequence[Mailbox]
     domains: tuple[str, ...] = ()
     auth: ClientAuth = field(default_factory=ClientAuth)
     settings: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     dns: DnsConfig | None = None
-    _index: Mapping[str, Mailbox] = field(init=False, repr=False, compare=False)
+    ldap: LdapServer | None = None
+    permissions: Permissions = field(default_factory=Permissions)
+    _directory: Directory = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        index: dict[str, Mailbox] = {}
-        for mailbox in self.mailboxes:
-            for name in (mailbox.address, *mailbox.aliases):
-                index[name.casefold()] = mailbox
-        object.__setattr__(self, "_index", MappingProxyType(index))
+        from sitemap.directory import Directory, StaticDirectory
+
+        directory = self.mailboxes
+        if not isinstance(directory, Directory):
+            directory = StaticDirectory(directory)
+        object.__setattr__(self, "_directory", directory)
+
+    @property
+    def directory(self) -> Directory:
+        """The mailbox directory, with its lookups and groups."""
+        return self._directory
 
     def site(self, name: str) -> Site:
         for site in self.sites:
@@ -197,7 +381,7 @@ class Sitemap:
 
     def lookup(self, address: str) -> Mailbox | None:
         """The mailbox an address or alias names (case-insensitive), or None."""
-        return self._index.get(address.strip().casefold())
+        return self._directory.lookup(address)
 
     def mailboxes_of(self, site: str) -> tuple[Mailbox, ...]:
-        return tuple(m for m in self.mailboxes if m.site == site)
+        return tuple(m for m in self._directory if m.site == site)

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.support.radicale",
     "tests.support.xandikos",
     "tests.support.redis",
+    "tests.support.slapd",
 ]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from cas.cache.flights import Flights
@@ -43,7 +43,7 @@ from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
 from cas.model.freebusy import Freshness, MailboxData
 from cas.observability import Metrics
-from cas.sources.base import Answers, Source, Versioned, key_of
+from cas.sources.base import Answers, PathOwned, Source, Versioned, key_of
 from sitemap.model import Mailbox
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class CachePolicy:
     refresh_seconds: float = 900.0
+    validate_seconds: float = 0.0  # confirm by version this often (0: only at refresh)
     query_window_seconds: float = 2.0
     max_stale_seconds: float = 86_400.0
     negative_ttl_seconds: float = 60.0
@@ -78,8 +79,10 @@ class CachedSource:
         *,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        on_change: Callable[[Mailbox], None] | None = None,
     ) -> None:
         self.inner = inner
+        self.on_change = on_change  # told of each change this cache finds by validation
         self.name = inner.name
         self.site = inner.site
         self.keys = keys
@@ -97,8 +100,22 @@ class CachedSource:
             clock=clock, count=self._count,
         )  # fmt: skip
 
+    reads_versions = True  # its answers carry the version their data was read at
+
     def unanswered(self, ask: Ask) -> MailboxError:
         return self.inner.unanswered(ask)
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        if isinstance(self.inner, PathOwned):
+            return self.inner.mailbox_for(path, mailboxes)
+        return None
+
+    def _interval(self, entry: Entry) -> float:
+        """How long an entry is served without asking: the validation interval when the source
+        can confirm it cheaply, else the refresh interval."""
+        if self.rules.validate_seconds > 0 and entry.version and isinstance(self.inner, Versioned):
+            return min(self.rules.validate_seconds, self.rules.refresh_seconds)
+        return self.rules.refresh_seconds
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         now = self.clock()
@@ -107,7 +124,7 @@ class CachedSource:
         todo: list[Mailbox] = []
         for mailbox in mailboxes:
             entry, _ = found[key_of(mailbox)]
-            if entry is not None and now - entry.since < self.rules.refresh_seconds:
+            if entry is not None and now - entry.confirmed_at < self._interval(entry):
                 self._count(self.keys.hit_metric)
                 answers[key_of(mailbox)] = self._label(entry, self.keys.hit_label, now)
             else:
@@ -120,9 +137,9 @@ class CachedSource:
             error = MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, True)
             answers[key] = error
         todo = [m for m in todo if key_of(m) not in answers]
-        renewed = await self._revalidate([m for m in todo if found[key_of(m)][0]], ask, found)
-        answers.update(renewed)
-        todo = [m for m in todo if key_of(m) not in renewed]
+        confirmed = await self._revalidate([m for m in todo if found[key_of(m)][0]], ask, found)
+        answers.update(confirmed)
+        todo = [m for m in todo if key_of(m) not in confirmed]
         if todo:
             futures = self.flights.join(todo, ask, found)
             results = await asyncio.gather(
@@ -132,8 +149,11 @@ class CachedSource:
         return answers
 
     def _label(self, entry: Entry, source: str, now: float) -> MailboxData:
-        age = 0.0 if source == "revalidated" else now - entry.vouched_at
-        return replace(entry.data, freshness=Freshness(source, age, entry.site))
+        validated = now - entry.validated_at if entry.validated_at is not None else None
+        if source == "revalidated":
+            validated = 0.0
+        freshness = Freshness(source, now - entry.vouched_at, entry.site, validated, entry.version)
+        return replace(entry.data, freshness=freshness)
 
     async def _wait(
         self,
@@ -169,19 +189,35 @@ class CachedSource:
     # --- change tags -------------------------------------------------------------------------
 
     async def _revalidate(self, mailboxes: list[Mailbox], ask: Ask, found: Found) -> Answers:
-        """Stale entries confirmed unchanged by the calendar's tag; changed ones are dropped."""
+        """Entries past their interval that the source can confirm cheaply (a calendar's change
+        tag, another site's version): confirmed ones are answered, changed ones dropped (and
+        reported through `on_change`). One node of the site confirms a mailbox per validation
+        interval; the others serve what it confirmed."""
         tagged = [m for m in mailboxes if (e := found[key_of(m)][0]) is not None and e.version]
         if not tagged or not isinstance(self.inner, Versioned):
             return {}
+        now = self.clock()
+        answers: Answers = {}
+        mine: list[Mailbox] = []
+        claims = await self._claim_validation(tagged, [found[key_of(m)][0] for m in tagged])
+        for mailbox, claimed in zip(tagged, claims):
+            if claimed:
+                mine.append(mailbox)
+            else:  # confirmed (or being confirmed) by another node within the interval
+                entry = found[key_of(mailbox)][0]
+                assert entry is not None
+                self._count(self.keys.hit_metric)
+                answers[key_of(mailbox)] = self._label(entry, self.keys.hit_label, now)
+        if not mine:
+            return answers
         try:
             current = await asyncio.wait_for(
-                self.inner.versions(tagged, ask), self.rules.query_window_seconds
+                self.inner.versions(mine, ask), min(self.rules.query_window_seconds, ask.left())
             )
         except TimeoutError:
-            return {}
+            return answers
         now = self.clock()
-        renewed: Answers = {}
-        for mailbox in tagged:
+        for mailbox in mine:
             entry = found[key_of(mailbox)][0]
             assert entry is not None
             tag = current.get(key_of(mailbox))
@@ -189,19 +225,78 @@ class CachedSource:
                 continue
             if tag != entry.version:
                 self._count("changed")
-                try:
-                    await self.shelf.forget(mailbox)
-                except CacheUnavailable:
-                    pass
+                await self._changed(mailbox)
                 continue
             await self.shelf.renew(mailbox, ask, now)
             self._count("revalidated")
-            renewed[key_of(mailbox)] = self._label(entry, "revalidated", now)
-        return renewed
+            answers[key_of(mailbox)] = self._label(
+                replace(entry, validated_at=now), "revalidated", now
+            )
+        return answers
+
+    async def _claim_validation(
+        self, mailboxes: Sequence[Mailbox], entries: Sequence[Entry | None]
+    ) -> list[bool]:
+        """Whether this node confirms each mailbox now (a store key lives one interval)."""
+
+        async def claim(mailbox: Mailbox, entry: Entry | None) -> bool:
+            ttl = max(self._interval(entry), 0.05) if entry is not None else 0.05
+            try:
+                token = await self.shelf.store.acquire(self.keys.validation(mailbox), ttl)
+            except CacheUnavailable:
+                return True  # no shared store: each node confirms on its own
+            return token is not None
+
+        return list(await asyncio.gather(*(claim(m, e) for m, e in zip(mailboxes, entries))))
+
+    async def _changed(self, mailbox: Mailbox) -> None:
+        try:
+            await self.shelf.forget(mailbox)
+        except CacheUnavailable:
+            pass
+        if self.on_change is not None:
+            self.on_change(mailbox)
+
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """The current version of each mailbox, as other sites check their copies against it:
+        the cached entry's when confirmed within the interval, else confirmed now (a change
+        found drops the entry and is reported through `on_change`)."""
+        found = await self.shelf.entries(mailboxes, ask)
+        now = self.clock()
+        known: dict[str, str | None] = {}
+        unsure: list[Mailbox] = []
+        for mailbox in mailboxes:
+            entry, _ = found[key_of(mailbox)]
+            if (
+                entry is not None
+                and entry.version
+                and now - entry.confirmed_at < self._interval(entry)
+            ):
+                known[key_of(mailbox)] = entry.version
+            else:
+                unsure.append(mailbox)
+        if unsure and isinstance(self.inner, Versioned):
+            current = await self.inner.versions(unsure, ask)
+            for mailbox in unsure:
+                entry, _ = found[key_of(mailbox)]
+                tag = current.get(key_of(mailbox))
+                if entry is not None and entry.version and tag is not None:
+                    if tag == entry.version:
+                        await self.shelf.renew(mailbox, ask, now)
+                        self._count("revalidated")
+                    else:
+                        self._count("changed")
+                        await self._changed(mailbox)
+                known[key_of(mailbox)] = tag
+        return known
 
     async def forget(self, mailbox: Mailbox) -> int:
-        """Drop everything this cache holds for a mailbox; how many store keys went."""
+        """Drop everything this cache holds for a mailbox, and tell the site's other nodes to
+        drop their first-level copies; how many store keys went."""
         return await self.shelf.forget(mailbox)
+
+    def drop_locally(self, address: str) -> None:
+        self.shelf.drop_mailbox_locally(address)
 
     async def aclose(self) -> None:
         self.flights.cancel()

@@ -173,7 +173,7 @@ class Flights:
         mailboxes = [m for m, _ in reading]
         versions: dict[str, str | None] = {}
         asking = [m for m in mailboxes if key_of(m) in tagged]
-        if asking and isinstance(self.inner, Versioned):
+        if asking and isinstance(self.inner, Versioned) and not self.inner.reads_versions:
             versions = await self.inner.versions(asking, ask)
         # The read may outlive the request that started it (its late answer is still kept).
         wider = replace(
@@ -193,7 +193,8 @@ class Flights:
             if result is None:
                 result = self.inner.unanswered(ask)
             elif isinstance(result, MailboxData):
-                tag = versions.get(key_of(mailbox))
+                read_at = result.freshness.version if result.freshness is not None else None
+                tag = versions.get(key_of(mailbox)) or read_at
                 items, entry = self.keys.shape(mailbox, ask, result, now, tag)
                 writes += items
                 result = self._fresh(entry, result)
@@ -203,11 +204,15 @@ class Flights:
         await self.shelf.write(writes, now)
 
     def _fresh(self, entry: Entry, read: MailboxData) -> MailboxData:
-        """What was just read, with its freshness: as the source reported it, else read now."""
-        if read.freshness is not None:
-            return replace(entry.data, freshness=read.freshness)
+        """What was just read, with its freshness: as another site reported it, else read now
+        (from an old server: `legacy`), with the version it was read at."""
+        reported = read.freshness
+        if reported is not None and reported.source != "backend":
+            return replace(entry.data, freshness=reported)
         source = "legacy" if entry.data.merged_only else "backend"
-        return replace(entry.data, freshness=Freshness(source, 0.0, self.inner.site))
+        version = reported.version if reported is not None else None
+        site = reported.site if reported is not None and reported.site else self.inner.site
+        return replace(entry.data, freshness=Freshness(source, 0.0, site, version=version))
 
     def cancel(self) -> None:
         for task in list(self._tasks):

@@ -5,7 +5,9 @@
   about those days is answered from the pieces. Pieces carry the calendar's change tag. A
   calendar that does not exist is remembered for a short time (a negative entry).
 * `ExactAnswers` (other sites): the whole answer to one exact question (window, interval,
-  view) **for one requester**, since what a requester may see of a private item differs.
+  view) **for one requester**, since the owning site decides per requester what they may see:
+  keyed by a digest of the requester's name and groups (`Requester.key`), so no one is ever
+  answered from what was answered for someone else.
 
 A policy turns a mailbox and an `Ask` into store keys, decodes what the store holds into an
 `Entry`, and encodes a source's answer for the store. Pure: no I/O (`cas.cache.cached` does it).
@@ -33,16 +35,23 @@ class Entry:
     version: str | None
     site: str | None
     kept_at: float | None = None  # when this cache got it, if not when it was vouched for
+    validated_at: float | None = None  # when the source last confirmed it unchanged
 
     @property
     def since(self) -> float:
         """What the refresh interval counts from."""
         return self.vouched_at if self.kept_at is None else self.kept_at
 
+    @property
+    def confirmed_at(self) -> float:
+        """When this entry was last known current: kept, read or confirmed, the latest."""
+        return max(self.since, self.validated_at or 0.0)
+
 
 class KeyPolicy(Protocol):
     hit_label: str  # the freshness source of an answer from this cache
     hit_metric: str
+    channel: str | None  # where dropping a mailbox is announced to the site's nodes
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]: ...
 
@@ -66,6 +75,10 @@ class KeyPolicy(Protocol):
 
     def negative(self, mailbox: Mailbox) -> str | None: ...
 
+    def validation(self, mailbox: Mailbox) -> str:
+        """The key that lets one node of the site at a time confirm the mailbox's entry."""
+        ...
+
 
 class DayPieces:
     hit_label = "cache"
@@ -74,6 +87,7 @@ class DayPieces:
     def __init__(self, site: str, variant: str = "") -> None:
         self.site = site
         self.variant = variant
+        self.channel: str | None = p.forgotten_channel(site)
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]:
         return [
@@ -89,7 +103,9 @@ class DayPieces:
         tags = {v.ctag for v in values}
         version = tags.pop() if len(tags) == 1 else None
         oldest = min(v.fetched_at for v in values)
-        return Entry(p.assemble(values, ask.window), oldest, version, self.site)
+        confirmed = min(v.validated_at or v.fetched_at for v in values)
+        validated = confirmed if confirmed > oldest else None
+        return Entry(p.assemble(values, ask.window), oldest, version, self.site, None, validated)
 
     def read_window(self, ask: Ask) -> Window:
         return p.span_of(p.days_of(ask.window))
@@ -110,7 +126,7 @@ class DayPieces:
         return p.encode_piece(value)
 
     def renew(self, value: Any, now: float) -> Any:
-        return replace(value, fetched_at=now)
+        return replace(value, validated_at=now)
 
     def prefixes(self, mailbox: Mailbox) -> list[str]:
         return [p.mailbox_prefix(self.site, mailbox.address)]
@@ -121,17 +137,23 @@ class DayPieces:
     def negative(self, mailbox: Mailbox) -> str | None:
         return p.negative_key(self.site, mailbox.address)
 
+    def validation(self, mailbox: Mailbox) -> str:
+        return f"cas:{p.VERSION}:validate:{self.site}:{mailbox.address.casefold()}"
+
 
 @dataclass(frozen=True, slots=True)
 class _Answer:
     data: MailboxData
     vouched_at: float
     kept_at: float
+    validated_at: float | None = None
 
 
 class ExactAnswers:
     hit_label = "remote-cache"
     hit_metric = "remote_hit"
+
+    channel: str | None = None  # copies are not kept in a node's first level
 
     def __init__(self, site: str) -> None:
         self.site = site
@@ -139,7 +161,7 @@ class ExactAnswers:
     def _key(self, mailbox: Mailbox, ask: Ask) -> str:
         return p.remote_key(
             mailbox.site, mailbox.address, ask.window, ask.interval_minutes, ask.view.value,
-            ask.requester.username,
+            ask.requester.key,
         )  # fmt: skip
 
     def keys(self, mailbox: Mailbox, ask: Ask) -> list[str]:
@@ -152,8 +174,10 @@ class ExactAnswers:
         [value] = values
         if value is None:
             return None
-        site = value.data.freshness.site if value.data.freshness is not None else mailbox.site
-        return Entry(value.data, value.vouched_at, None, site, value.kept_at)
+        f = value.data.freshness
+        site = f.site if f is not None else mailbox.site
+        version = f.version if f is not None else None
+        return Entry(value.data, value.vouched_at, version, site, value.kept_at, value.validated_at)
 
     def read_window(self, ask: Ask) -> Window:
         return ask.window
@@ -163,14 +187,16 @@ class ExactAnswers:
     ) -> tuple[list[tuple[str, Any]], Entry]:
         age = data.freshness.age_seconds if data.freshness is not None else 0.0
         value = _Answer(data, now - age, now)
-        site = data.freshness.site if data.freshness is not None else mailbox.site
-        return [(self._key(mailbox, ask), value)], Entry(data, now - age, None, site, now)
+        f = data.freshness
+        site = f.site if f is not None else mailbox.site
+        version = f.version if f is not None else None
+        return [(self._key(mailbox, ask), value)], Entry(data, now - age, version, site, now)
 
     def encode(self, value: Any, now: float) -> bytes:
-        return p.encode_answer(value.data, value.vouched_at, value.kept_at)
+        return p.encode_answer(value.data, value.vouched_at, value.kept_at, value.validated_at)
 
     def renew(self, value: Any, now: float) -> Any:
-        return value
+        return replace(value, validated_at=now)
 
     def prefixes(self, mailbox: Mailbox) -> list[str]:
         return [p.remote_prefix(mailbox.site, mailbox.address)]
@@ -180,3 +206,6 @@ class ExactAnswers:
 
     def negative(self, mailbox: Mailbox) -> str | None:
         return None
+
+    def validation(self, mailbox: Mailbox) -> str:
+        return f"cas:{p.VERSION}:validate-copy:{mailbox.site}:{mailbox.address.casefold()}"

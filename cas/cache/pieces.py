@@ -45,6 +45,12 @@ def mailbox_prefix(site: str, address: str) -> str:
     return f"cas:{VERSION}:fb:{site}:{address.casefold()}:"
 
 
+def forgotten_channel(site: str) -> str:
+    """Where a site's nodes announce that a mailbox's pieces were dropped (each drops its own
+    first-level copies at once)."""
+    return f"cas:{VERSION}:forgotten:{site}"
+
+
 def meta_key(site: str, address: str) -> str:
     return mailbox_prefix(site, address) + "meta"
 
@@ -86,6 +92,7 @@ class Piece:
     coverage: tuple[tuple[datetime, datetime], ...] | None = None
     merged_only: bool = False
     ctag: str | None = None  # the calendar's change tag when this piece was read, if known
+    validated_at: float | None = None  # when the backend last confirmed it unchanged, if since
 
 
 def split(data: MailboxData, days: Iterable[date], fetched_at: float) -> list[Piece]:
@@ -205,6 +212,7 @@ def encode_piece(piece: Piece) -> bytes:
         "d": piece.day.isoformat(),
         "f": piece.fetched_at,
         "t": piece.ctag,
+        "v": piece.validated_at,
         **_encode_common(piece.events, piece.working_hours, piece.coverage, piece.merged_only),
     }
     return json.dumps(document, separators=(",", ":")).encode()
@@ -216,6 +224,7 @@ def decode_piece(raw: bytes) -> Piece:
         doc = json.loads(raw)
         common = _decode_common(doc)
         ctag = doc.get("t")
+        validated = doc.get("v")
         return Piece(
             date.fromisoformat(doc["d"]),
             float(doc["f"]),
@@ -224,6 +233,7 @@ def decode_piece(raw: bytes) -> Piece:
             common["coverage"],
             common["merged_only"],
             ctag if isinstance(ctag, str) else None,
+            float(validated) if isinstance(validated, int | float) else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a cache piece: {exc}") from None
@@ -245,29 +255,42 @@ def remote_prefix(site: str, address: str) -> str:
     return f"cas:{VERSION}:remote:{site}:{address.casefold()}:"
 
 
-def encode_answer(data: MailboxData, vouched_at: float, kept_at: float) -> bytes:
-    """A whole answer, the unix time its source vouched for it and when it was kept."""
+def encode_answer(
+    data: MailboxData, vouched_at: float, kept_at: float, validated_at: float | None = None
+) -> bytes:
+    """A whole answer, the unix time its source vouched for it, when it was kept, and when its
+    owner last confirmed it unchanged; its freshness keeps the owner's version."""
     f = data.freshness
     document = {
         "g": data.merged,
         "s": [f.source if f else None, vouched_at, f.site if f else None],
         "k": kept_at,
+        "w": validated_at,
+        "r": f.version if f else None,
+        "v": data.times_only,
         **_encode_common(data.events, data.working_hours, data.coverage, data.merged_only),
     }
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def decode_answer(raw: bytes) -> tuple[MailboxData, float, float]:
-    """The answer in `raw` (its freshness as stored, age 0), when it was vouched for and when
-    it was kept; ValueError for anything that is not one (treated as a miss)."""
+def decode_answer(raw: bytes) -> tuple[MailboxData, float, float, float | None]:
+    """The answer in `raw` (its freshness as stored, age 0), when it was vouched for, when it
+    was kept and last confirmed; ValueError for anything that is not one (a miss)."""
     try:
         doc = json.loads(raw)
         source, vouched_at, site = doc["s"]
-        freshness = Freshness(source, 0.0, site) if source else None
+        version = doc.get("r")
+        version = version if isinstance(version, str) else None
+        freshness = Freshness(source, 0.0, site, version=version) if source else None
         merged = doc["g"]
         if merged is not None and not isinstance(merged, str):
             raise ValueError("merged string is not text")
-        data = MailboxData(merged=merged, freshness=freshness, **_decode_common(doc))
-        return data, float(vouched_at), float(doc["k"])
+        data = MailboxData(
+            merged=merged, freshness=freshness, times_only=doc.get("v") is True,
+            **_decode_common(doc),
+        )  # fmt: skip
+        validated = doc.get("w")
+        validated_at = float(validated) if isinstance(validated, int | float) else None
+        return data, float(vouched_at), float(doc["k"]), validated_at
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"not a cached answer: {exc}") from None

@@ -87,6 +87,19 @@ class Shelf:
         """Mark a mailbox's entry as vouched for now (it was confirmed unchanged)."""
         keys = self.keys.keys(mailbox, ask)
         values = [self._memo_get(k) for k in keys]
+        wanted = [k for k, v in zip(keys, values) if v is None]
+        if wanted:
+            try:
+                raw = dict(zip(wanted, await self.store.get_many(wanted)))
+            except CacheUnavailable:
+                return
+            for i, key in enumerate(keys):
+                blob = raw.get(key)
+                if values[i] is None and blob is not None:
+                    try:
+                        values[i] = self.keys.decode(blob)
+                    except ValueError:
+                        return
         if any(v is None for v in values):
             return
         await self.write([(k, self.keys.renew(v, now)) for k, v in zip(keys, values)], now)
@@ -120,12 +133,19 @@ class Shelf:
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop everything kept of a mailbox; how many store keys went. `CacheUnavailable`
         passes: the caller reports that nothing could be dropped."""
+        self.drop_mailbox_locally(mailbox.address)
         dropped = 0
         for prefix in self.keys.prefixes(mailbox):
-            for key in [k for k in self._memo if k.startswith(prefix)]:
-                del self._memo[key]
             dropped += await self.store.delete_matching(prefix)
+        if self.keys.channel is not None:
+            await self.store.publish(self.keys.channel, mailbox.address)
         return dropped
+
+    def drop_mailbox_locally(self, address: str) -> None:
+        """Forget this node's first-level copies of a mailbox (another node dropped it)."""
+        prefixes = self.keys.prefixes(Mailbox(address, ""))
+        for key in [k for k in self._memo if k.startswith(tuple(prefixes))]:
+            del self._memo[key]
 
     def _memo_get(self, key: str) -> Any:
         entry = self._memo.get(key)

@@ -7,7 +7,8 @@ one clear message naming the option, printed by the CLI with exit status 2.
 
 A lab manifest (docs/contract.md, `--manifest`) supplies `dns.host`/`dns.port`, `ca_cert`,
 `client.username`/`client.password` and the nodes of `sites[]`, used for whatever the command
-line leaves open.
+line leaves open; `--user NAME` logs in as one of its `requesters` (logins with different
+permission levels) with the password the manifest gives.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import json
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,22 @@ class Manifest:
     username: str | None = None
     password: str | None = None
     nodes: tuple[str, ...] = ()
+    requesters: Mapping[str, str] = field(default_factory=dict)  # user name -> password
+
+
+def _requesters(data: Mapping[str, Any], path: str) -> dict[str, str]:
+    """The manifest's `requesters` (logins with different permission levels), by name."""
+    found: dict[str, str] = {}
+    listed = data.get("requesters", [])
+    for i, item in enumerate(listed if isinstance(listed, list) else [None]):
+        name = item.get("username") if isinstance(item, dict) else None
+        password = item.get("password") if isinstance(item, dict) else None
+        if not isinstance(name, str) or not isinstance(password, str):
+            raise LookupFailed(
+                f"--manifest {path}: requesters[{i}] must have a username and a password"
+            )
+        found[name] = password
+    return found
 
 
 def _pick(data: Mapping[str, Any], dotted: str, kind: type, path: str) -> Any:
@@ -107,6 +124,7 @@ def read_manifest(path: str) -> Manifest:
         username=_pick(data, "client.username", str, path),
         password=_pick(data, "client.password", str, path),
         nodes=tuple(nodes),
+        requesters=_requesters(data, path),
     )
 
 
@@ -201,9 +219,11 @@ def _credentials(
         password = environ.get(args.password_env)
         if password is None:
             raise LookupFailed(f"--password-env {args.password_env}: the variable is not set")
+    elif args.user and args.user in manifest.requesters and args.user != manifest.username:
+        password = manifest.requesters[args.user]  # a requester of the lab, by name
     elif args.user and args.user != manifest.username:
         raise LookupFailed("--user needs --password-env VAR (passwords are not taken on the "
-                           "command line)")  # fmt: skip
+                           "command line), or a requester the --manifest names")  # fmt: skip
     else:
         password = manifest.password
     if password is not None and not username:

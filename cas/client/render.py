@@ -20,6 +20,7 @@ from rich.text import Text
 from cas.client.options import LookupOptions
 from cas.client.result import Attendee, LookupResult
 from cas.errors import MailboxError
+from cas.model.availability import FreeBusyView, view_for
 from cas.model.freebusy import Event, MailboxData, events_in_window, merged_free_busy
 
 # One table: merged digit -> (character, colour, legend word).
@@ -183,6 +184,8 @@ def render_timeline(result: LookupResult) -> list[Text]:
             lines.append(Text("  (no data)", style="dim"))
         elif not events:
             lines.append(Text("  (no events)", style="dim"))
+        if data.times_only:
+            lines.append(Text("  (times only: this login may not see subjects)", style="dim"))
         lines += [_event_line(event, options, multi_day) for event in events]
     return lines
 
@@ -236,6 +239,7 @@ def _attendee_json(attendee: Attendee, options: LookupOptions) -> dict[str, Any]
     data = attendee.result
     if isinstance(data, MailboxError):
         doc.update(status=data.code, message=data.message, site=data.site, merged=None, events=[])
+        doc.update(view=FreeBusyView.NONE.value)
     else:
         events = events_in_window(data.events, options.window)
         doc.update(
@@ -244,6 +248,7 @@ def _attendee_json(attendee: Attendee, options: LookupOptions) -> dict[str, Any]
             site=None,
             merged=slot_digits(data, options),
             events=[_event_json(event) for event in events],
+            view=view_for(options.view, data).value,  # what the owner's permissions allowed
         )
     return doc
 

@@ -24,7 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cas.errors import InvalidTimeInterval, InvalidValue, MailboxError
-from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
+from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery, view_for
 from cas.model.freebusy import MailboxData, Window, merged_free_busy
 
 
@@ -68,6 +68,14 @@ def parse_availability_request(body: bytes) -> AvailabilityRequest:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidValue(f"JSON request: not JSON ({exc}).") from None
+    except RecursionError:  # deeply nested arrays or objects: refused, not a crash
+        raise InvalidValue("JSON request: nested too deeply.") from None
+    try:  # a lone surrogate ("\\ud800") is valid JSON but no text: it could not be answered
+        json.dumps(doc, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidValue(
+            "JSON request: a string holds a lone surrogate (not Unicode text)."
+        ) from None
     if not isinstance(doc, dict):
         raise InvalidValue("JSON request: expected an object.")
     schedules = _field(doc, "schedules", list)
@@ -110,9 +118,7 @@ def _entry(
             "site": result.site,
         }
         return entry
-    view = request.view
-    if result.merged_only:
-        view = FreeBusyView.MERGED_ONLY
+    view = view_for(request.view, result)
     entry["availabilityView"] = (
         result.merged
         if result.merged is not None
@@ -156,6 +162,9 @@ def _entry(
         entry["freshness"] = {
             "source": f.source,
             "ageSeconds": round(f.age_seconds, 1),
+            "validatedSecondsAgo": (
+                round(f.validated_seconds, 1) if f.validated_seconds is not None else None
+            ),
             "site": f.site,
         }
     return entry

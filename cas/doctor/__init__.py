@@ -2,11 +2,13 @@
 
 For every site: each node (TLS certificate and names, `/readyz`, version, acceptance of the
 cluster's signature), including the nodes its DNS SRV name gives; its CalDAV backend, old
-server and Redis; and the DNS names themselves. All checks run at once under one deadline,
-with no limit on their number (Cisco's presence-gateway Troubleshooter stops at ten servers).
+server and Redis; the DNS names themselves; and the directory server (`ldap`). All checks run
+at once under one deadline, with no limit on their number (Cisco's presence-gateway
+Troubleshooter stops at ten servers).
 
 Modules: `run` (checks, results, the deadline), `plan` (which checks a sitemap calls for),
-`nodes`, `services` and `names` (the checks), `words` (failures in words), `render` (output).
+`nodes`, `services`, `names` and `directory` (the checks), `words` (failures in words),
+`render` (output).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ something unusable raises `ConfigurationError`, as it stops `cas serve`.
 
     for each site:  each static node (tls, ready, version, trust), the SRV name (dns, then
                     the nodes it gives), caldav, legacy, redis
-    then:           the Autodiscover SRV name of each domain (dns), for the whole sitemap
+    then:           the Autodiscover SRV name of each domain (dns), for the whole sitemap,
+                    and the directory server (ldap: bind, and each base it reads)
 
 `diagnose(...)` plans, runs everything under one deadline and closes what it opened.
 """
@@ -22,6 +23,7 @@ import ssl
 import httpx
 
 from cas.config import cluster_secrets, peer_client, peer_tls_context
+from cas.doctor.directory import ldap_check
 from cas.doctor.names import autodiscover_check, srv_check
 from cas.doctor.nodes import NodeProbes, NodeTarget
 from cas.doctor.run import Check, CheckResult, Outcome, failed, run_checks
@@ -106,6 +108,8 @@ class Doctor:
             checks.append(_no_secret())
         if site is None and self.sitemap.dns is not None:
             checks += [autodiscover_check(d, self.resolver) for d in self.sitemap.domains]
+        if site is None and self.sitemap.ldap is not None:
+            checks.append(ldap_check(self.sitemap))
         return checks
 
     async def aclose(self) -> None:

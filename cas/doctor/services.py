@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -33,7 +34,8 @@ from cas.codecs.public_freebusy import (
 from cas.doctor.run import Check, Outcome, failed, passed
 from cas.doctor.words import describe_error, within
 from cas.model.freebusy import Window
-from cas.sources.caldav import CTAG_PROPFIND, CalDavBackend
+from cas.sources.caldav import CalDavBackend
+from cas.sources.davxml import CTAG_PROPFIND
 from sitemap.model import CalDavBackendConfig, Mailbox, SecretRef, SecretUnavailable, Site
 
 __all__ = ["backend_client", "caldav_check", "legacy_check", "redis_check"]
@@ -62,14 +64,14 @@ def _reason(response: httpx.Response) -> str:
     return " ".join(response.text.split())[:REASON_CHARS]
 
 
-def _first(site: Site, mailboxes: tuple[Mailbox, ...], kind: str) -> Mailbox | None:
+def _first(site: Site, mailboxes: Sequence[Mailbox], kind: str) -> Mailbox | None:
     return next((m for m in mailboxes if m.site == site.name and m.kind == kind), None)
 
 
 # --- CalDAV --------------------------------------------------------------------------------
 
 
-def caldav_check(site: Site, mailboxes: tuple[Mailbox, ...], client: httpx.AsyncClient) -> Check:
+def caldav_check(site: Site, mailboxes: Sequence[Mailbox], client: httpx.AsyncClient) -> Check:
     assert site.caldav is not None
     config = site.caldav
     mailbox = _first(site, mailboxes, "modern")
@@ -115,7 +117,7 @@ def _this_hour() -> Window:
     return Window(start, start + timedelta(hours=1))
 
 
-def legacy_check(site: Site, mailboxes: tuple[Mailbox, ...], client: httpx.AsyncClient) -> Check:
+def legacy_check(site: Site, mailboxes: Sequence[Mailbox], client: httpx.AsyncClient) -> Check:
     assert site.legacy is not None
     config = site.legacy
     url = config.url if config.url.endswith("/") else config.url + "/"

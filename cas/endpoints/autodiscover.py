@@ -40,7 +40,7 @@ class AutodiscoverEndpoints:
 
     async def soap(self, request: Request) -> Response:
         runtime = self.runtime()
-        runtime.authenticator.authenticate(request)
+        await runtime.authenticator.authenticate(request, "autodiscover")
         body = await read_body(request, MAX_AUTODISCOVER_BODY, self.body_timeout_seconds)
         parsed = ad.parse_get_user_settings(body)
         service = runtime.autodiscover
@@ -50,7 +50,7 @@ class AutodiscoverEndpoints:
     async def pox(self, request: Request) -> Response:
         now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
-        runtime.authenticator.authenticate(request)
+        await runtime.authenticator.authenticate(request, "autodiscover")
         body = await read_body(request, MAX_AUTODISCOVER_BODY, self.body_timeout_seconds)
         parsed = ad.parse_pox_request(body)
         service = runtime.autodiscover
@@ -64,6 +64,7 @@ class AutodiscoverEndpoints:
         )
 
     async def json(self, request: Request) -> Response:
+        await self.runtime().authenticator.authenticate(request, "autodiscover_json")
         try:
             parsed = ad.parse_json_path(request.path_params["address"], request.query_params)
         except ad.JsonAutodiscoverError as error:

@@ -46,8 +46,9 @@ def door_of(path: str) -> str:
 
 
 def _challenge(request: Request, fault: RequestFault) -> dict[str, str]:
+    """The fault's own headers (`Retry-After`), and a 401's `WWW-Authenticate`."""
     if not isinstance(fault, Unauthorized):
-        return {}
+        return fault.headers
     if fault.challenge is not None:
         return fault.challenge
     challenge: dict[str, str] = request.app.state.holder.current.authenticator.challenge()
@@ -56,13 +57,19 @@ def _challenge(request: Request, fault: RequestFault) -> dict[str, str]:
 
 def _ews(request: Request, fault: RequestFault) -> Response:
     if isinstance(fault, Unauthorized):
-        return PlainTextResponse(fault.message, 401, headers=_challenge(request, fault))
-    return Response(ews.render_fault(fault), status_code=fault.soap_status, media_type=XML)
+        return PlainTextResponse(
+            fault.message, fault.http_status, headers=_challenge(request, fault)
+        )
+    return Response(
+        ews.render_fault(fault), fault.soap_status, headers=fault.headers, media_type=XML
+    )
 
 
 def _autodiscover_soap(request: Request, fault: RequestFault) -> Response:
     if isinstance(fault, Unauthorized):
-        return PlainTextResponse(fault.message, 401, headers=_challenge(request, fault))
+        return PlainTextResponse(
+            fault.message, fault.http_status, headers=_challenge(request, fault)
+        )
     if not isinstance(fault, ad.AutodiscoverSoapError):
         fault = ad.AutodiscoverSoapError(fault.message, http_status=fault.http_status)
     return Response(ad.render_request_error(fault), status_code=fault.http_status, media_type=XML)
@@ -70,7 +77,9 @@ def _autodiscover_soap(request: Request, fault: RequestFault) -> Response:
 
 def _autodiscover_pox(request: Request, fault: RequestFault) -> Response:
     if isinstance(fault, Unauthorized):
-        return PlainTextResponse(fault.message, 401, headers=_challenge(request, fault))
+        return PlainTextResponse(
+            fault.message, fault.http_status, headers=_challenge(request, fault)
+        )
     now = datetime.datetime.now(datetime.UTC)
     code, status = (
         (fault.pox_code, 200) if isinstance(fault, ad.PoxError) else (600, fault.http_status)

@@ -1,7 +1,7 @@
 """The EWS front door: `POST /EWS/Exchange.asmx`.
 
 Reads the body under a size limit, authenticates (a client's login, or a node's signed token
-for a forwarded request), dispatches on the SOAP Body's first element (exchangelib sends no
+for a forwarded request), throttles a client's lookups (`cas.throttle`), dispatches on the SOAP Body's first element (exchangelib sends no
 SOAPAction) and answers with the codec's bytes. Failures are raised; `cas.endpoints.errors`
 answers them as SOAP faults with the status `cas.errors` assigns.
 """
@@ -22,9 +22,10 @@ from cas.codecs.ews.memo import decode_availability, decode_envelope
 from cas.endpoints.body import BODY_READ_TIMEOUT_SECONDS, read_body
 from cas.errors import MailboxError, UnknownOperation
 from cas.model.availability import Limits, check_limits
-from cas.model.projection import Requester
+from cas.model.projection import Proof, Requester
 from cas.observability import adopt, current_request_id
 from cas.runtime import Runtime
+from cas.throttle import Throttle
 from cas.trust import BUDGET_HEADER, HEADER, ForgedRequest, PeerTrust
 
 log = logging.getLogger(__name__)
@@ -35,11 +36,13 @@ FRESHNESS_HEADER = "X-CAS-Freshness"
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """Who sent the request: a client (hop 0) or a node forwarding for a client."""
+    """Who sent the request: a client (hop 0, from `address`) or a node forwarding for a
+    client (hop >= 1: already throttled where the client asked)."""
 
     requester: Requester
     hop: int = 0
     budget_seconds: float | None = None
+    address: str | None = None
 
 
 Handler = Callable[[Runtime, ews.SoapRequest, Caller, dict[str, str]], Awaitable[bytes]]
@@ -54,6 +57,7 @@ class EwsEndpoint:
         limits: Limits,
         max_body_bytes: int,
         year: Callable[[], int],
+        throttle: Throttle | None = None,
         body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
     ) -> None:
         self.runtime = runtime
@@ -62,6 +66,7 @@ class EwsEndpoint:
         self.limits = limits
         self.max_body_bytes = max_body_bytes
         self.year = year
+        self.throttle = throttle
         self.handlers: dict[str, Handler] = {
             "GetUserAvailabilityRequest": self.get_user_availability,
             "GetServerTimeZones": self.get_server_time_zones,
@@ -72,7 +77,8 @@ class EwsEndpoint:
         runtime = self.runtime()  # one configuration generation for the whole request
         token = request.headers.get(HEADER)
         if token is None:
-            caller = Caller(runtime.authenticator.authenticate(request))
+            requester = await runtime.authenticator.authenticate(request, "ews")
+            caller = Caller(requester, address=request.client.host if request.client else None)
         body = await read_body(request, self.max_body_bytes, self.body_timeout_seconds)
         if token is not None:
             caller = self.verify_peer(token, request, body)
@@ -95,7 +101,7 @@ class EwsEndpoint:
         adopt(claims.request_id)
         budget = request.headers.get(BUDGET_HEADER, "")
         return Caller(
-            Requester(claims.requester),
+            Requester(claims.requester, frozenset(claims.groups), Proof.PEER),
             hop=claims.hop,
             budget_seconds=int(budget) / 1000 if budget.isdigit() else None,
         )
@@ -109,6 +115,10 @@ class EwsEndpoint:
             # Suggestions alone: nobody's calendar is needed for the (error) answer.
             log.info("GetUserAvailability: suggestions only, %d mailboxes", len(request.mailboxes))
             return ews.render_get_user_availability(request, ())
+        if self.throttle is not None and caller.hop == 0:
+            await self.throttle.admit(
+                caller.requester, len(request.mailboxes), address=caller.address, door="ews"
+            )
         started = time.monotonic()
         service = runtime.availability
         ask = service.ask(

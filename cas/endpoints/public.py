@@ -3,8 +3,9 @@
 Old clients (DavMail, Zimbra, Ximian) ask in this format; the node answers for any mailbox of
 the organisation through the normal planning (local, legacy, other sites), merged only, and
 renders the `WM` XML: "All Attendees" first, then one item per requested user, in order, so
-DavMail's read of the last `fbdata` finds the user. A mailbox that could not be answered gets
-all `4`s (no data): never free.
+DavMail's read of the last `fbdata` finds the user. A mailbox that could not be answered, or
+that the requester may not see (permission level None), gets all `4`s (no data): never free.
+Lookups are throttled as at the other doors (429 with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -32,18 +33,22 @@ from cas.model.availability import (
 from cas.model.freebusy import MailboxData, merged_free_busy, no_data
 from cas.observability import current_request_id
 from cas.runtime import Runtime
+from cas.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
 
 class LegacyFrontDoor:
-    def __init__(self, runtime: Callable[[], Runtime], *, limits: Limits) -> None:
+    def __init__(
+        self, runtime: Callable[[], Runtime], *, limits: Limits, throttle: Throttle | None = None
+    ) -> None:
         self.runtime = runtime
         self.limits = limits
+        self.throttle = throttle
 
     async def freebusy(self, request: Request) -> Response:
         runtime = self.runtime()
-        requester = runtime.authenticator.authenticate(request)
+        requester = await runtime.authenticator.authenticate(request, "public")
         commands = [v for k, v in request.query_params.multi_items() if k.casefold() == "cmd"]
         if not commands or commands[0].strip().casefold() != "freebusy":
             raise RequestFault("This front door answers cmd=freebusy only.")
@@ -58,6 +63,9 @@ class LegacyFrontDoor:
             tz=UTC,
         )
         check_limits(asked, self.limits)
+        if self.throttle is not None:
+            address = request.client.host if request.client else None
+            await self.throttle.admit(requester, len(query.users), address=address, door="public")
         service = runtime.availability
         ask = service.ask(asked, requester, request_id=current_request_id() or "-")
         results = await service.availability(asked, ask)

@@ -59,14 +59,24 @@ VIEW_CONTENTS: dict[FreeBusyView, tuple[bool, bool, bool]] = {
 }
 
 
+# A requester who may see only times gets the view without details (as Exchange downgrades).
+TIMES_ONLY_VIEW: dict[FreeBusyView, FreeBusyView] = {
+    FreeBusyView.DETAILED: FreeBusyView.FREE_BUSY,
+    FreeBusyView.DETAILED_MERGED: FreeBusyView.FREE_BUSY_MERGED,
+}
+
+
 def view_for(requested: FreeBusyView, data: MailboxData) -> FreeBusyView:
     """The view actually returned for a mailbox (docs/protocols.md §1).
 
     A source that only has merged data (legacy public folders) answers every view with
-    MergedOnly.
+    MergedOnly. Data the requester may see only the times of (`times_only`) is answered
+    without details: Detailed as FreeBusy, DetailedMerged as FreeBusyMerged.
     """
     if data.merged_only:
         return FreeBusyView.MERGED_ONLY
+    if data.times_only:
+        return TIMES_ONLY_VIEW.get(requested, requested)
     return requested
 
 

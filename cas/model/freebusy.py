@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cas.model.busy import BUSY_RULES, BUSY_TYPE_OF_DIGIT, BusyType
+from sitemap.model import Mailbox, WorkingHoursSpec
 
 MIN_INTERVAL_MINUTES = 5
 MAX_INTERVAL_MINUTES = 1440
@@ -152,6 +153,19 @@ def default_working_hours(tz: str) -> WorkingHours:
     return WorkingHours(tz, (WorkingPeriod(DEFAULT_WORKING_DAYS, 8 * 60, 17 * 60),))
 
 
+def working_hours_of(
+    mailbox: Mailbox, default_tz: str, site_default: WorkingHoursSpec | None = None
+) -> WorkingHours:
+    """The mailbox's working hours, else the site's, else 08:00-17:00 Mon-Fri, in its zone."""
+    zone = mailbox.timezone or default_tz
+    spec = mailbox.working_hours or site_default
+    if spec is None:
+        return default_working_hours(zone)
+    return WorkingHours(
+        zone, (WorkingPeriod(tuple(spec.days), spec.start_minute, spec.end_minute),)
+    )
+
+
 # Where a mailbox's answer came from. The age is the age of the *data* (when the backend last
 # vouched for it), not of any hop or cache copy in between.
 SOURCES = ("backend", "cache", "revalidated", "stale-cache", "legacy", "remote-cache")
@@ -159,15 +173,30 @@ SOURCES = ("backend", "cache", "revalidated", "stale-cache", "legacy", "remote-c
 
 @dataclass(frozen=True, slots=True)
 class Freshness:
+    """Where one answer came from, how old its data is (since the source read it), how long
+    ago the source last confirmed it unchanged (None: never since the read), and the owner's
+    version of the mailbox's calendar when known (how other sites check their copies)."""
+
     source: str
     age_seconds: float
     site: str | None = None
+    validated_seconds: float | None = None
+    version: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"freshness source must be one of {SOURCES}, got {self.source!r}")
         if self.age_seconds < 0:
             object.__setattr__(self, "age_seconds", 0.0)
+        if self.validated_seconds is not None and self.validated_seconds < 0:
+            object.__setattr__(self, "validated_seconds", 0.0)
+
+    @property
+    def current_within(self) -> float:
+        """Seconds since the source last vouched for the data (read or confirmed)."""
+        if self.validated_seconds is None:
+            return self.age_seconds
+        return min(self.age_seconds, self.validated_seconds)
 
     @property
     def stale(self) -> bool:
@@ -181,7 +210,9 @@ class MailboxData:
     `events` overlap the window (they are not clipped). `coverage` lists the absolute ranges
     for which the data is authoritative; None means the whole window. Anything outside the
     coverage is "no data" (`4`), never free. `merged_only` marks sources (legacy public
-    folders) that carry only the merged string, with no events.
+    folders) that carry only the merged string, with no events. `times_only` marks data the
+    requester may see only the times of (permission level FreeBusyTimeOnly): its events carry
+    no details, and a Detailed view of it is answered as a FreeBusy view.
     """
 
     events: tuple[Event, ...] = ()
@@ -190,6 +221,7 @@ class MailboxData:
     merged: str | None = None
     merged_only: bool = False
     freshness: Freshness | None = None
+    times_only: bool = False
 
 
 def merged_free_busy(

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 import httpx
@@ -29,7 +30,8 @@ import httpx
 from cas.errors import BackendFailure, CalendarNotFound, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import MailboxResult
-from cas.model.freebusy import MailboxData, Window, events_in_window
+from cas.model.freebusy import Freshness, MailboxData, Window, events_in_window
+from cas.sources.gate import Gate
 from sitemap.model import Mailbox, SecretUnavailable
 
 log = logging.getLogger(__name__)
@@ -63,9 +65,21 @@ class Source(Protocol):
 
 @runtime_checkable
 class Versioned(Protocol):
-    """A source that can tell cheaply whether a mailbox changed (a calendar's ctag)."""
+    """A source that can tell cheaply whether a mailbox changed (a calendar's ctag).
+    `reads_versions`: its answers already carry the version they were read at."""
+
+    @property
+    def reads_versions(self) -> bool: ...
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]: ...
+
+
+@runtime_checkable
+class PathOwned(Protocol):
+    """A source whose data lives at paths (a CalDAV server's calendars): which mailbox a
+    changed path belongs to, as a storage hook reports it."""
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None: ...
 
 
 class MailboxReader(Protocol):
@@ -96,7 +110,8 @@ def failed_all(mailboxes: Sequence[Mailbox], code: str, detail: str, site: str |
 
 
 class ReaderSource:
-    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` at once."""
+    """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` reads
+    at once across every request of the node (its `gate`)."""
 
     unanswered_detail = "{blame}: no answer within {seconds:g}s."
 
@@ -104,7 +119,7 @@ class ReaderSource:
         self.reader = reader
         self.name = name
         self.site = site
-        self._gate = asyncio.Semaphore(concurrency)
+        self.gate = Gate(concurrency, name)
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """Every read of the batch at once; a mailbox not read by the deadline gets its error,
@@ -122,9 +137,16 @@ class ReaderSource:
         }
 
     async def _one(self, mailbox: Mailbox, window: Window) -> MailboxResult:
-        async with self._gate:
+        async with self.gate:
             try:
-                return await self.reader.fetch(mailbox, window)
+                data = await self.reader.fetch(mailbox, window)
+                version_of = getattr(self.reader, "version_of", None)
+                version = version_of(mailbox) if version_of is not None else None
+                if version is None:
+                    return data
+                return replace(
+                    data, freshness=Freshness("backend", 0.0, self.site, version=version)
+                )
             except CalendarNotFound as exc:
                 detail = f"{blame(self.name, self.site)}: {exc}"
                 return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, True)
@@ -142,6 +164,15 @@ class ReaderSource:
                     self.site,
                 )
 
+    @property
+    def reads_versions(self) -> bool:
+        return hasattr(self.reader, "version_of")
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        owner_of = getattr(self.reader, "mailbox_for", None)
+        found: Mailbox | None = owner_of(path, mailboxes) if owner_of is not None else None
+        return found
+
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
         """Each mailbox's change tag, where the reader has them (None: unknown)."""
         tag_of = getattr(self.reader, "ctag", None)
@@ -149,7 +180,7 @@ class ReaderSource:
             return {key_of(m): None for m in mailboxes}
 
         async def one(mailbox: Mailbox) -> str | None:
-            async with self._gate:
+            async with self.gate:
                 try:
                     tag: str | None = await tag_of(mailbox)
                     return tag
@@ -160,10 +191,11 @@ class ReaderSource:
         return {key_of(m): t for m, t in zip(mailboxes, tags)}
 
     def unanswered(self, ask: Ask) -> MailboxError:
+        # Plain: names the site and the kind of backend, nothing internal (no URL).
         detail = self.unanswered_detail.format(
             blame=blame(self.name, self.site), seconds=ask.timeout_seconds
         )
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0

@@ -33,10 +33,11 @@ import asyncio
 import hashlib
 import ssl
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
@@ -44,16 +45,16 @@ from cas.errors import BackendFailure, CalendarNotFound, CasError
 from cas.model.freebusy import (
     MailboxData,
     Window,
-    WorkingHours,
-    WorkingPeriod,
-    default_working_hours,
+    working_hours_of,
 )
 from cas.sources.base import http_edge
 from cas.sources.calendar_copy import CalendarCopy
 from cas.sources.davxml import (
+    CTAG_PROPFIND,
     parse_ctag,
     parse_multistatus,
     parse_sync_collection,
+    render_calendar_query,
     render_multiget,
     render_sync_collection,
 )
@@ -79,45 +80,6 @@ _STATUS_MESSAGES: dict[int, str] = {
     403: "backend refused credentials (HTTP 403) at {url}",
     404: "calendar not found at {url}",
 }
-
-CTAG_PROPFIND = (
-    b'<?xml version="1.0" encoding="utf-8"?>'
-    b'<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
-    b"<D:prop><CS:getctag/><D:sync-token/></D:prop></D:propfind>"
-)
-
-
-def render_calendar_query(window: Window | None) -> bytes:
-    """The calendar-query body: VEVENTs (overlapping `window`, sent in UTC, when given)."""
-    time_range = ""
-    if window is not None:
-        start, end = (_utc_stamp(t) for t in (window.start, window.end))
-        time_range = f'<C:time-range start="{start}" end="{end}"/>'
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n'
-        '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
-        "<D:prop><D:getetag/><C:calendar-data/></D:prop>"
-        '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
-        f"{time_range}</C:comp-filter></C:comp-filter></C:filter>"
-        "</C:calendar-query>"
-    ).encode()
-
-
-def _utc_stamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def working_hours_of(
-    mailbox: Mailbox, default_tz: str, site_default: WorkingHoursSpec | None = None
-) -> WorkingHours:
-    """The mailbox's working hours, else the site's, else 08:00-17:00 Mon-Fri, in its zone."""
-    zone = mailbox.timezone or default_tz
-    spec = mailbox.working_hours or site_default
-    if spec is None:
-        return default_working_hours(zone)
-    return WorkingHours(
-        zone, (WorkingPeriod(tuple(spec.days), spec.start_minute, spec.end_minute),)
-    )
 
 
 class _SyncUnsupported(CasError):
@@ -222,12 +184,31 @@ class CalDavBackend:
         """
         calendars = await self.calendars(mailbox)
         tags = await asyncio.gather(*(self._ctag_of(url) for url in calendars))
-        if any(tag is None for tag in tags):
+        return _combined(calendars, tags)
+
+    def version_of(self, mailbox: Mailbox) -> str | None:
+        """The version of the data the last read of `mailbox` gave (the sync tokens its calendar
+        copies were brought to), without asking the server; None when not known."""
+        calendars = self._finder.known(mailbox)
+        if not calendars:
             return None
-        if len(calendars) == 1:
-            return tags[0]
-        joined = "\n".join(f"{url}\t{tag}" for url, tag in zip(calendars, tags))
-        return "calendars:" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+        copies = [self._copies.get(url) for url in calendars]
+        return _combined(calendars, [c.token if c is not None else None for c in copies])
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        """The mailbox whose calendar holds `path` (a URL path, or a storage path ending in
+        one, as a server's storage hook reports a changed collection or item)."""
+        wanted = unquote(path)
+        for mailbox in mailboxes:
+            for url in self._finder.known(mailbox) or (self._finder.template_url(mailbox),):
+                prefix = unquote(urlsplit(url).path)
+                if prefix.rstrip("/") and (
+                    wanted.startswith(prefix)
+                    or wanted.rstrip("/") == prefix.rstrip("/")
+                    or f"/collection-root{prefix}" in wanted
+                ):
+                    return mailbox
+        return None
 
     async def _ctag_of(self, url: str) -> str | None:
         body = await self._dav("PROPFIND", url, CTAG_PROPFIND, "0")
@@ -382,6 +363,17 @@ class CalDavBackend:
         await self.aclose()
 
 
+def _combined(calendars: Sequence[str], tags: Sequence[str | None]) -> str | None:
+    """One version for a mailbox's calendars: the tag of its one calendar, else a digest of
+    all of them (and of which calendars they are); None when any is unknown."""
+    if not calendars or any(tag is None for tag in tags):
+        return None
+    if len(calendars) == 1:
+        return tags[0]
+    joined = "\n".join(f"{url}\t{tag}" for url, tag in zip(calendars, tags))
+    return "calendars:" + hashlib.sha256(joined.encode()).hexdigest()[:32]
+
+
 def _unsupported_challenge(response: httpx.Response) -> tuple[str, str] | None:
     """(schemes, first header) of a 401 that offers no Basic (e.g. only Digest); else None."""
     headers = [v.strip() for v in response.headers.get_list("www-authenticate") if v.strip()]
@@ -391,4 +383,4 @@ def _unsupported_challenge(response: httpx.Response) -> tuple[str, str] | None:
     return ", ".join(dict.fromkeys(schemes)), headers[0][:120]
 
 
-__all__ = ["CalDavBackend", "render_calendar_query", "working_hours_of"]
+__all__ = ["CalDavBackend"]

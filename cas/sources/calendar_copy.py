@@ -15,8 +15,9 @@ expansion (`cas.sources.ical`) still sees it and reports it if it is malformed.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -24,7 +25,7 @@ from urllib.parse import unquote, urlsplit
 import icalendar
 
 from cas.model.freebusy import Window
-from cas.sources.ical import CalendarObject, isolate_custom_timezones
+from cas.sources.ical import CalendarObject, parse_calendars
 from cas.sources.recurrence import time_of
 
 SPAN_MARGIN = timedelta(days=2)
@@ -64,7 +65,16 @@ class CalendarCopy:
 
     def store(self, changed: Iterable[CalendarObject]) -> None:
         for item in changed:
-            self.objects[_key(item.href)] = (item, object_span(item.ics))
+            quick = quick_span(item.ics)
+            if quick is not None:  # parsed only if a window ever needs it
+                self.objects[_key(item.href)] = (item, quick)
+                continue
+            try:
+                parsed: tuple[icalendar.Calendar, ...] | None = parse_calendars(item.ics)
+            except Exception:
+                parsed = None  # left for the expansion to report
+            span = object_span(item.ics, parsed)
+            self.objects[_key(item.href)] = (replace(item, parsed=parsed), span)
 
     def remove(self, hrefs: Iterable[str]) -> None:
         for href in hrefs:
@@ -83,16 +93,45 @@ def _key(href: str) -> str:
     return unquote(urlsplit(href).path)
 
 
-def object_span(ics: str) -> Span:
+_FOLD = re.compile(r"\r?\n[ \t]")
+_TIMEZONES = re.compile(r"BEGIN:VTIMEZONE.*?END:VTIMEZONE", re.S | re.I)
+_TIME_LINE = re.compile(r"^(?:DTSTART|DTEND|RDATE|RECURRENCE-ID)[;:][^\r\n]*", re.M | re.I)
+_STAMP = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?")
+_NEEDS_PARSING = re.compile(r"^(?:RRULE|DURATION|EXRULE)[;:]", re.M | re.I)
+
+
+def quick_span(ics: str) -> Span | None:
+    """A conservative span read from the text alone, for an object without rules or durations:
+    every date or time on its DTSTART, DTEND, RDATE and RECURRENCE-ID lines (time zones aside),
+    widened by the margin and a day. None when the text needs the full parser to tell."""
+    text = _TIMEZONES.sub("", _FOLD.sub("", ics))
+    if _NEEDS_PARSING.search(text):
+        return None
+    moments: list[datetime] = []
+    for line in _TIME_LINE.findall(text):
+        value = line.split(":", 1)[1] if ":" in line else ""
+        if "/P" in value.upper():  # a period given by its duration: the parser knows its end
+            return None
+        for y, mo, d, h, mi, s in _STAMP.findall(value):
+            try:
+                moments.append(datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0),
+                                        int(s or 0), tzinfo=UTC))  # fmt: skip
+            except ValueError:
+                return None
+    if not moments:
+        return None
+    return Span(min(moments) - SPAN_MARGIN, max(moments) + _DEFAULT_LENGTH + SPAN_MARGIN)
+
+
+def object_span(ics: str, parsed: tuple[icalendar.Calendar, ...] | None = None) -> Span:
     """The conservative span of a calendar object resource's VEVENTs (see the module doc)."""
     try:
-        return _span(ics)
+        return _span(parsed if parsed is not None else parse_calendars(ics))
     except Exception:
         return UNBOUNDED
 
 
-def _span(ics: str) -> Span:
-    calendars = icalendar.Calendar.from_ical(isolate_custom_timezones(ics), multiple=True)
+def _span(calendars: tuple[icalendar.Calendar, ...]) -> Span:
     starts: list[datetime] = []
     ends: list[datetime] = []
     open_ended = False
@@ -175,4 +214,4 @@ def _utc(value: date | datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-__all__ = ["UNBOUNDED", "CalendarCopy", "Span", "object_span"]
+__all__ = ["UNBOUNDED", "CalendarCopy", "Span", "object_span", "quick_span"]

@@ -78,6 +78,13 @@ class CalendarFinder:
         base = self.config.url if self.config.url.endswith("/") else self.config.url + "/"
         return urljoin(base, path.lstrip("/"))
 
+    def known(self, mailbox: Mailbox) -> tuple[str, ...] | None:
+        """The calendars found for `mailbox` so far, without asking (None: not looked up yet)."""
+        if mailbox.calendar_url or self.config.discovery == "template":
+            return (self.template_url(mailbox),)
+        kept = self._found.get(mailbox.address.casefold())
+        return kept[1] if kept is not None else None
+
     def forget(self, mailbox: Mailbox) -> None:
         """Drop what was found for `mailbox` (a calendar it named is gone)."""
         self._found.pop(mailbox.address.casefold(), None)

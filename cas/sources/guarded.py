@@ -17,19 +17,19 @@ half-open). Its outcome is counted by mailbox, like Envoy counts requests:
 
 When the breaker opens, every batch still waiting on that backend is answered at once with
 the breaker's error (and its read cancelled): nobody waits for a deadline already known to be
-missed. The breaker's error is `ErrorFreeBusyGenerationFailed` naming the site, the backend and
-why it is not asked.
+missed. The breaker's error is `ErrorFreeBusyGenerationFailed` naming the site and the backend
+(a plain reason, shown to clients); why it fails is in the breaker's log line.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from cas.breaker import CircuitBreaker
 from cas.errors import MailboxError
 from cas.model.ask import Ask
-from cas.sources.base import Answers, Source, Versioned, blame, key_of
+from cas.sources.base import Answers, PathOwned, Source, Versioned, blame, key_of
 from sitemap.model import Mailbox
 
 __all__ = ["GuardedSource"]
@@ -57,6 +57,17 @@ class GuardedSource:
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+
+    @property
+    def reads_versions(self) -> bool:
+        return isinstance(self.inner, Versioned) and self.inner.reads_versions
+
+    def mailbox_for(self, path: str, mailboxes: Iterable[Mailbox]) -> Mailbox | None:
+        """The inner source's owner of a changed path (asked even while the breaker is open:
+        it reads no backend)."""
+        if isinstance(self.inner, PathOwned):
+            return self.inner.mailbox_for(path, mailboxes)
+        return None
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
         """The inner source's change tags, when it has them and the breaker lets it be asked
@@ -90,13 +101,13 @@ class GuardedSource:
 
     def refused(self, mailboxes: Sequence[Mailbox]) -> Answers:
         """Every mailbox's error while the breaker keeps the backend from being asked."""
-        b = self.breaker
+        # Plain, so the client reads it: the site and the kind of backend, nothing internal.
+        # Why it is failing (URLs, transport errors) is in the breaker's log line.
         detail = (
-            f"{blame(self.name, self.site)}: not asked, it is failing "
-            f"(last: {b.last_failure or 'no answer'}); it is tried again in "
-            f"{b.probe_in():.0f}s."
+            f"{blame(self.name, self.site)}: not asked, it is failing; it is tried again in "
+            f"{self.breaker.probe_in():.0f}s."
         )
-        error = MailboxError.of(GENERATION_FAILED, detail, self.site)
+        error = MailboxError.of(GENERATION_FAILED, detail, self.site, plain=True)
         return {key_of(m): error for m in mailboxes}
 
     # --- internals -----------------------------------------------------------------------------

@@ -23,11 +23,13 @@ Theory of operation
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -59,11 +61,13 @@ class CalendarDataError(BackendFailure):
 
 @dataclass(frozen=True, slots=True)
 class CalendarObject:
-    """One calendar object resource of a REPORT answer."""
+    """One calendar object resource of a REPORT answer; `parsed`, when a node's copy already
+    parsed it, saves parsing it again (it is copied before use: expansion changes it)."""
 
     href: str
     etag: str | None
     ics: str
+    parsed: tuple[icalendar.Calendar, ...] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +148,41 @@ def expand_calendar(
     for index, item in enumerate(ics_texts):
         count += 1
         label, text = _label_and_text(index, item)
+        parsed = item.parsed if isinstance(item, CalendarObject) else None
         try:
-            events.extend(_object_events(text, window, zone))
+            events.extend(_remembered_events(text, parsed, window, zone))
         except Exception as exc:
             skipped.append(SkippedObject(label, f"{type(exc).__name__}: {exc}"))
     return Expansion(events_in_window(events, window), tuple(skipped), count)
+
+
+# The events of one object over one window are the same every time the object is unchanged:
+# a re-read after a change in one event (a sync that brought one object) expands only that one.
+# Keyed by the text itself (its hash is kept by the string), the zone and the window.
+_EXPANDED: OrderedDict[tuple[str, str, datetime, datetime], tuple[Event, ...]] = OrderedDict()
+EXPANDED_ENTRIES = 20_000
+
+
+def _remembered_events(
+    text: str, parsed: tuple[icalendar.Calendar, ...] | None, window: Window, zone: tzinfo
+) -> tuple[Event, ...]:
+    key = (text, str(zone), window.start, window.end)
+    found = _EXPANDED.get(key)
+    if found is not None:
+        _EXPANDED.move_to_end(key)
+        return found
+    calendars = copy.deepcopy(parsed) if parsed is not None else parse_calendars(text)
+    events = tuple(_object_events(text, window, zone, calendars))
+    _EXPANDED[key] = events
+    while len(_EXPANDED) > EXPANDED_ENTRIES:
+        _EXPANDED.popitem(last=False)
+    return events
+
+
+def parse_calendars(text: str) -> tuple[icalendar.Calendar, ...]:
+    """The VCALENDARs of one calendar object (custom time zones isolated first)."""
+    calendars = icalendar.Calendar.from_ical(_isolate_custom_timezones(text), multiple=True)
+    return tuple(c for c in calendars if c.name == "VCALENDAR")
 
 
 def _escape_repl(text: str) -> str:
@@ -173,9 +207,9 @@ def _label_and_text(index: int, item: str | bytes | CalendarObject) -> tuple[str
     return f"#{index}", item
 
 
-def _object_events(text: str, window: Window, zone: tzinfo) -> Iterator[Event]:
-    calendars = icalendar.Calendar.from_ical(_isolate_custom_timezones(text), multiple=True)
-    calendars = [c for c in calendars if c.name == "VCALENDAR"]
+def _object_events(
+    text: str, window: Window, zone: tzinfo, calendars: tuple[icalendar.Calendar, ...]
+) -> Iterator[Event]:
     if not calendars:
         raise ValueError("no VCALENDAR component")
     lo = window.start.astimezone(zone) - _EXPANSION_MARGIN

@@ -42,10 +42,11 @@ from cas.model.freebusy import (
     Window,
 )
 from cas.sources.base import Answers, blame, http_edge, key_of
+from cas.sources.gate import Gate
 from sitemap.model import LegacyServerConfig, Mailbox, Site
 
 RESOLUTION = 5  # minutes per digit read from the old server
-MAX_PARALLEL_REQUESTS = 4  # old servers were small; do not hammer one
+MAX_PARALLEL_REQUESTS = 4  # old servers were small; do not hammer one (`oldserver_concurrency`)
 
 Result = MailboxData | BackendFailure
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class OldServerSource:
         site: str = "",
         client: httpx.AsyncClient | None = None,
         resolution: int = RESOLUTION,
+        concurrency: int = MAX_PARALLEL_REQUESTS,
     ) -> None:
         self.config = config
         self.site = site
@@ -74,13 +76,19 @@ class OldServerSource:
             if client is not None
             else httpx.AsyncClient(timeout=httpx.Timeout(config.timeout_seconds), trust_env=False)
         )
-        self._gate = asyncio.Semaphore(MAX_PARALLEL_REQUESTS)
+        self.gate = Gate(concurrency, self.name)
 
     @classmethod
-    def for_site(cls, site: Site, *, client: httpx.AsyncClient | None = None) -> OldServerSource:
+    def for_site(
+        cls,
+        site: Site,
+        *,
+        client: httpx.AsyncClient | None = None,
+        concurrency: int = MAX_PARALLEL_REQUESTS,
+    ) -> OldServerSource:
         if site.legacy is None:
             raise ValueError(f"site {site.name!r} has no legacy server")
-        return cls(site.legacy, site=site.name, client=client)
+        return cls(site.legacy, site=site.name, client=client, concurrency=concurrency)
 
     # --- the batch call ----------------------------------------------------------------------
 
@@ -104,8 +112,9 @@ class OldServerSource:
         return answers
 
     def unanswered(self, ask: Ask) -> MailboxError:
+        # Plain: names the site and the old server, nothing internal (no URL).
         detail = f"{blame(self.name, self.site)}: no answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def fetch_many(
         self, mailboxes: Iterable[Mailbox], window: Window, interval: int
@@ -129,7 +138,7 @@ class OldServerSource:
         addresses = [m.address for m in mailboxes]
         query = LegacyQuery(window.start, window.end, interval, tuple(addresses))
         try:
-            async with self._gate:
+            async with self.gate:
                 with self._edge():
                     async with asyncio.timeout(self.config.timeout_seconds):
                         response = await self._client.get(

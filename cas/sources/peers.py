@@ -16,21 +16,20 @@ Each node has a circuit breaker (on the node's `BreakerBoard`): a node that fail
 `breaker_failures` calls in a row is skipped, its mailboxes going straight to their next node,
 until one probe finds it back; a site whose every node is open fails at once.
 
-Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity,
-the hop count and the request id, and `X-CAS-Budget-Ms`: the time left less a margin for the
-way back (`Ask.next_hop_budget`), so that the peer's answer, partial if its own sources are late, is
+Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity
+(the name, and the groups `vouch_groups` picks: those the permissions name), the hop count and
+the request id, and `X-CAS-Budget-Ms`: the time left less a margin for the way back
+(`Ask.next_hop_budget`), so that the peer's answer, partial if its own sources are late, is
 sent before this node's deadline, and this node waits for it until that deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
-import secrets as secrets_module
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import httpx
@@ -45,65 +44,30 @@ from tenacity import (
 from cas.breaker import CircuitBreaker
 from cas.breaker_board import BreakerBoard
 from cas.codecs.ews.client import (
-    EwsFaultError,
-    EwsProtocolError,
-    parse_get_user_availability_response,
     render_get_user_availability_request,
 )
-from cas.errors import CasError, MailboxError
+from cas.errors import MailboxError
 from cas.model.ask import Ask
-from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
+from cas.model.availability import MailboxQuery
+from cas.model.projection import Requester
 from cas.observability import Metrics
 from cas.sources.base import Answers, key_of
-from cas.trust import (
-    BUDGET_HEADER,
-    EWS_PATH,
-    HEADER,
-    REQUEST_ID_HEADER,
-    ForwardClaims,
-    sign_request,
+from cas.sources.peer_post import (
+    MIN_CALL_SECONDS,
+    FinalPeerError,
+    PeerFailure,
+    PeerSkipped,
+    TransientPeerError,
+    post_group,
 )
+from cas.sources.signed import SiteCaller, SiteUnreachable
 from sitemap.discovery import DiscoveryError, SiteNodes
 from sitemap.model import Mailbox
 from sitemap.replica import Candidate, choose_node, replica_key
 
 log = logging.getLogger(__name__)
 
-MIN_CALL_SECONDS = 0.05
 PROXY_FAILED = "ErrorProxyRequestProcessingFailed"
-
-
-class PeerError(CasError):
-    """Talking to another site's node went wrong (how is told by the subclass)."""
-
-
-class TransientPeerError(PeerError):
-    """Worth trying the same node again soon (transport error, 503, ErrorServerBusy)."""
-
-    def __init__(self, message: str, back_off: float = 0.0) -> None:
-        super().__init__(message)
-        self.back_off = back_off
-
-
-class PeerFailure(PeerError):
-    """This node cannot answer now (after retries): try the mailboxes' next node."""
-
-
-class FinalPeerError(PeerError):
-    """The peer answered, but with a refusal another node of the site would repeat."""
-
-
-class PeerSkipped(PeerFailure):
-    """The node's breaker is open: it was not asked."""
-
-
-def _is_address(url: str) -> bool:
-    host = httpx.URL(url).host
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Forwarder:
@@ -121,6 +85,7 @@ class Forwarder:
         attempts: int = 3,
         max_response_bytes: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
+        vouch_groups: Callable[[Requester], frozenset[str]] | None = None,
     ) -> None:
         if not secrets:
             raise ValueError("forwarding needs the cluster secret")
@@ -133,6 +98,8 @@ class Forwarder:
         self.attempts = attempts
         self.max_response_bytes = max_response_bytes
         self.rng = rng or random.Random()
+        # which of a requester's groups a token carries (default: all; see `cas.trust`)
+        self.vouch_groups = vouch_groups or (lambda requester: requester.groups)
 
     async def ask_site(self, site: str, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """One answer per mailbox of `site`, within the ask's deadline."""
@@ -159,20 +126,56 @@ class Forwarder:
             self.metrics.forward_latency.labels(site=site).observe(seconds)
 
 
-class PeerSite:
-    """The source for the mailboxes of one other site."""
+VERSIONS_PATH = "/api/v1/internal/versions"
+VERSIONS_TIMEOUT_SECONDS = 2.0
 
-    def __init__(self, site: str, forwarder: Forwarder) -> None:
+
+class PeerSite:
+    """The source for the mailboxes of one other site. Its answers carry the owner's version of
+    each mailbox, and `versions` asks the owner for the current ones (one small signed call),
+    so this site's copies can be confirmed without asking again for the data."""
+
+    reads_versions = True
+
+    def __init__(self, site: str, forwarder: Forwarder, caller: SiteCaller | None = None) -> None:
         self.site = site
         self.name = f"site:{site}"
         self.forwarder = forwarder
+        self.caller = caller
 
     async def fetch(self, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         return await self.forwarder.ask_site(self.site, mailboxes, ask)
 
+    async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
+        """The owner's current version of each mailbox; empty when the site cannot be asked."""
+        if self.caller is None or not mailboxes:
+            return {}
+        try:
+            answer = await self.caller.post(
+                self.site,
+                VERSIONS_PATH,
+                {
+                    "addresses": [m.address for m in mailboxes],
+                    "start": ask.window.start.isoformat(),
+                    "end": ask.window.end.isoformat(),
+                },
+                timeout=min(VERSIONS_TIMEOUT_SECONDS, max(ask.left(), 0.05)),
+                key=replica_key(mailboxes[0]),
+                request_id=ask.request_id,
+            )
+        except SiteUnreachable as exc:
+            log.info("versions of site %r unavailable: %s", self.site, exc)
+            return {}
+        found = answer.get("versions")
+        if not isinstance(found, dict):
+            return {}
+        return {
+            key_of(m): v if isinstance(v := found.get(m.address), str) else None for m in mailboxes
+        }
+
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = f"Site {self.site!r} did not answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of(PROXY_FAILED, detail, self.site)
+        return MailboxError.of(PROXY_FAILED, detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0
@@ -298,7 +301,9 @@ class SiteCall:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.forwarder.count("retries", self.site)
-                    results = await self._post(url, name, body, sub)
+                    results = await post_group(
+                        self.forwarder, self.site, self.ask, url, name, body, sub
+                    )
         except RetryError as exc:
             return PeerFailure(str(exc.last_attempt.exception()))
         except PeerFailure as exc:
@@ -327,77 +332,3 @@ class SiteCall:
         if pause > left:
             raise PeerFailure(f"{error}; no time left to retry")
         return pause
-
-    async def _post(
-        self, url: str, name: str | None, body: bytes, sub: AvailabilityRequest
-    ) -> list[MailboxResult]:
-        left, budget = self.ask.left(), self.ask.next_hop_budget()
-        if budget < MIN_CALL_SECONDS:
-            raise PeerFailure("no time left for this node")
-        claims = ForwardClaims(
-            from_site=self.forwarder.local_site,
-            to_site=self.site,
-            requester=self.ask.requester.username,
-            hop=self.ask.hop + 1,
-            request_id=self.ask.request_id,
-            issued_at=int(time.time()),
-            nonce=secrets_module.token_urlsafe(12),
-        )
-        token = sign_request(self.forwarder.secret, claims, method="POST", path=EWS_PATH, body=body)
-        headers = {
-            "Content-Type": "text/xml; charset=utf-8",
-            HEADER: token,
-            BUDGET_HEADER: str(int(budget * 1000)),
-            REQUEST_ID_HEADER: self.ask.request_id,
-        }
-        target = url.rstrip("/") + EWS_PATH
-        # A node found through SRV is dialled at its address but verified by its DNS name.
-        extensions = {"sni_hostname": name} if name and _is_address(url) else None
-        try:
-            # The peer answers by its budget; its answer is waited for until this node's own
-            # deadline, the margin being the way back. httpx's timeout bounds each read, and
-            # the whole exchange is bounded too: a peer trickling bytes must not outlast it.
-            async with asyncio.timeout(left):
-                async with self.forwarder.client.stream(
-                    "POST",
-                    target,
-                    content=body,
-                    headers=headers,
-                    timeout=left,
-                    extensions=extensions,
-                ) as response:
-                    payload = await self._read(response)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise PeerFailure(f"no answer within {left:.2f}s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise TransientPeerError(f"{type(exc).__name__}: {exc}") from exc
-        return self._results(response.status_code, payload, sub)
-
-    @staticmethod
-    def _results(status: int, payload: bytes, sub: AvailabilityRequest) -> list[MailboxResult]:
-        if status == 503:
-            raise TransientPeerError("HTTP 503")
-        if status in (401, 403):
-            raise FinalPeerError(
-                f"the node refused this node's credentials (HTTP {status}); "
-                "check that both sites share the cluster secret"
-            )
-        try:
-            return list(parse_get_user_availability_response(payload, sub))
-        except EwsFaultError as fault:
-            if fault.code == "ErrorServerBusy":
-                raise TransientPeerError("ErrorServerBusy", fault.back_off_ms / 1000) from fault
-            raise FinalPeerError(f"{fault.code}: {fault.message}") from fault
-        except EwsProtocolError as exc:
-            raise PeerFailure(f"unreadable answer (HTTP {status}): {exc}") from exc
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        limit = self.forwarder.max_response_bytes
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise PeerFailure(f"answer larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)

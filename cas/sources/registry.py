@@ -36,7 +36,7 @@ def _caldav(site: Site, settings: Settings) -> Source:
 def _oldserver(site: Site, settings: Settings) -> Source:
     from cas.sources.oldserver import OldServerSource
 
-    return OldServerSource.for_site(site)
+    return OldServerSource.for_site(site, concurrency=settings.oldserver_concurrency)
 
 
 SOURCE_KINDS: tuple[SourceKind, ...] = (

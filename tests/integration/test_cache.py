@@ -160,7 +160,7 @@ def test_an_unchanged_calendar_is_revalidated_and_a_changed_one_reread(cluster: 
     address = "eu-a@contoso.test"
     lookup(cluster, [address])
     wait_past_refresh()
-    lookup(cluster, [address])  # stale and untagged: read again along with its ctag
+    lookup(cluster, [address])  # past the interval: confirmed by its change tag
     wait_past_refresh()
     before = backend_calls(cluster)
     _, rows = lookup(cluster, [address])

@@ -24,8 +24,9 @@ import yaml
 
 from cas.cli import build_parser
 from cas.settings import OPTIONS
-from sitemap import _sites
+from sitemap import _auth, _permissions, _sites
 from sitemap import load as sitemap_load
+from sitemap.model import LEVEL_ALIASES, PERMISSION_LEVELS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = ROOT / "scripts" / "check-deploy"
@@ -84,6 +85,10 @@ def test_chart_schema_knows_exactly_the_sitemap_fields(schema: dict[str, Any]) -
     assert keys(schema, "sitemap") == set(sitemap_load.TOP_FIELDS)
     assert keys(schema, "sitemap", "auth") == set(sitemap_load.AUTH_FIELDS)
     assert keys(schema, "user") == set(sitemap_load.USER_FIELDS)
+    assert keys(schema, "ldap") == set(sitemap_load.LDAP_FIELDS)
+    assert keys(schema, "ldapLogin") == set(_auth.LDAP_LOGIN_FIELDS)
+    assert keys(schema, "jwt") == set(_auth.JWT_FIELDS)
+    assert keys(schema, "directory") == set(sitemap_load.DIRECTORY_FIELDS)
     assert keys(schema, "sitemap", "dns") == set(_sites.DNS_FIELDS)
     assert keys(schema, "mailbox") == set(sitemap_load.MAILBOX_FIELDS)
     assert keys(schema, "site") == set(_sites.SITE_FIELDS)
@@ -91,6 +96,11 @@ def test_chart_schema_knows_exactly_the_sitemap_fields(schema: dict[str, Any]) -
     assert keys(schema, "legacy") == set(_sites.LEGACY_FIELDS)
     assert keys(schema, "redis") == set(_sites.REDIS_FIELDS)
     assert keys(schema, "hours") == set(_sites.HOURS_FIELDS)
+    assert keys(schema, "sitemap", "permissions") == set(_permissions.PERMISSIONS_FIELDS)
+    assert keys(schema, "grant") == set(_permissions.GRANT_FIELDS)
+    assert keys(schema, "mailboxPermissions") == set(_permissions.MAILBOX_PERMISSION_FIELDS)
+    levels = set(schema["definitions"]["permissionLevel"]["enum"])
+    assert levels == set(PERMISSION_LEVELS) | set(LEVEL_ALIASES)
 
 
 def test_chart_settings_are_the_node_settings(schema: dict[str, Any]) -> None:

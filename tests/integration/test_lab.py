@@ -330,6 +330,46 @@ def test_cas_lookup_finds_every_site_through_the_lab_dns(lab, tmp_path) -> None:
         assert any(attendee["ews_url"].startswith(n) for n in nodes[site]), attendee
 
 
+def test_two_requesters_see_different_levels_and_no_login_is_refused(lab, tmp_path) -> None:
+    manifest, _ = lab
+    levels = {r["username"]: r["level"] for r in manifest["requesters"]}
+    assert levels == {
+        "scheduler": "FreeBusyTimeAndSubjectAndLocation",
+        "viewer": "FreeBusyTimeOnly",
+    }
+    assert manifest["anonymous_lookups"] == "refused"
+    path = tmp_path / "lab.json"
+    path.write_text(json.dumps(manifest))
+    addresses = [m["address"] for m in manifest["mailboxes"] if m["kind"] == "modern"][::6][:3]
+    assert len({a.split("@")[0] for a in addresses}) == 3
+    today = dt.datetime.now(UTC).date()
+    seen = {}
+    for user in ("scheduler", "viewer"):
+        done = subprocess.run(
+            [sys.executable, "-m", "cas", "lookup", *addresses, "--manifest", str(path),
+             "--user", user, "--start", (today - dt.timedelta(days=3)).isoformat(),
+             "--days", "7", "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        seen[user] = json.loads(done.stdout)["attendees"]
+    for scheduler, viewer in zip(seen["scheduler"], seen["viewer"]):
+        assert scheduler["address"] == viewer["address"]
+        assert (scheduler["view"], viewer["view"]) == ("DetailedMerged", "FreeBusyMerged")
+        assert scheduler["merged"] == viewer["merged"]  # the same times for both
+        assert [e["start"] for e in scheduler["events"]] == [e["start"] for e in viewer["events"]]
+        assert {e["subject"] for e in viewer["events"]} == {None}
+    assert any(e["subject"] for a in seen["scheduler"] for e in a["events"])
+    eu = next(s for s in manifest["sites"] if s["name"] == "eu")["nodes"][0]
+    refused = httpx.post(
+        eu + "/EWS/Exchange.asmx",
+        content=availability(addresses),
+        verify=ssl_context(manifest),
+        timeout=10,
+    )
+    assert refused.status_code == 401 and "Basic" in refused.headers["www-authenticate"]
+
+
 def lab_output(manifest: dict) -> str:
     return (Path(manifest["sitemap"]).parents[1] / "lab.out").read_text()
 
@@ -355,7 +395,7 @@ def test_the_summary_shows_whole_urls_when_piped(lab) -> None:
 def test_the_printed_commands_work_when_pasted(lab) -> None:
     manifest, _ = lab
     commands = printed_commands(lab_output(manifest))
-    assert len(commands) == 4, commands.keys()
+    assert len(commands) == 5, commands.keys()
     lookup_text = next(c for t, c in commands.items() if t.startswith("ask like a client"))
     sites = {m["address"]: m["site"] for m in manifest["mailboxes"]}
     asked = [word for word in lookup_text.split() if "@" in word]
@@ -376,6 +416,10 @@ def test_the_printed_commands_work_when_pasted(lab) -> None:
             assert " FAIL " not in done.stdout and " ok " in done.stdout, done.stdout
         if title.startswith("ask like a client"):
             assert all(a in done.stdout for a in asked)  # exit status 0: every one answered
+            assert "(times only" not in done.stdout
+        if title.startswith("the same, as viewer"):
+            assert all(a in done.stdout for a in asked)
+            assert done.stdout.count("(times only: this login may not see subjects)") == 2
 
 
 def test_a_failure_in_a_node_log_is_printed_by_the_lab(lab) -> None:

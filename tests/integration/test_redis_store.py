@@ -522,3 +522,33 @@ def test_the_parsed_form_hides_the_password() -> None:
     assert (target.username, target.password, target.hosts) == ("user", "p@ss", (("::1", 6379),))
     assert "p@ss" not in repr(target)
     assert target.describe() == "redis://[::1]:6379/1"
+
+
+async def test_a_message_reaches_every_subscriber_of_the_site(
+    store: RedisStore, node_b: RedisStore
+) -> None:
+    import asyncio
+
+    got: list[str] = []
+    ready = asyncio.Event()
+
+    async def follow() -> None:
+        stream = node_b.subscribe("cas:test:channel")
+        first = asyncio.ensure_future(anext(stream))
+        ready.set()
+        got.append(await first)
+        while got[-1] != "bob@contoso.test":
+            got.append(await anext(stream))
+        await stream.aclose()
+
+    task = asyncio.create_task(follow())
+    await ready.wait()
+    for _ in range(100):  # publish until the subscription is in place, then once more
+        await store.publish("cas:test:channel", "ann@contoso.test")
+        await asyncio.sleep(0.02)
+        if got:
+            break
+    await store.publish("cas:test:channel", "bob@contoso.test")
+    await asyncio.wait_for(task, 5)
+    assert got[0] == "ann@contoso.test" and got[-1] == "bob@contoso.test"
+    assert set(got) == {"ann@contoso.test", "bob@contoso.test"}

@@ -26,7 +26,7 @@ import yaml
 
 from caslab.faultproxy import FaultProxy
 from caslab.process import free_port
-from caslab.radicale import RadicaleServer, ensure_calendar
+from caslab.radicale import RadicaleServer, change_hook, ensure_calendar
 from tests.support.asyncio_guard import NEVER_RETRIEVED
 from tests.support.node import TestCA
 from tests.support.processes import STOP_GRACE, stop_processes, stop_together
@@ -169,6 +169,7 @@ def start_cluster(
     site_fields: Mapping[str, Mapping[str, object]] | None = None,
     top_fields: Mapping[str, object] | None = None,
     extra_mailboxes: Sequence[Mapping[str, object]] = (),
+    push: bool = False,
 ) -> Cluster:
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
@@ -176,11 +177,13 @@ def start_cluster(
     `nodes_per_site` is one count for every site, or a count per site ({site: n}).
     `site_fields` adds or replaces keys of a site's sitemap entry ({site: {"redis": ...}}),
     `top_fields` top-level keys (e.g. `dns`), and `extra_mailboxes` are appended as given.
+    With `push`, every site's Radicale runs a storage hook that tells the site's nodes what
+    changed (`POST /api/v1/changes`, with the admin token), as `cas lab` wires it.
     When any part fails to start, what was started is stopped before the error propagates.
     """
     cluster = _new_cluster(root, ca)
     try:
-        _start_backends(cluster, site_mailboxes, caldav_proxy)
+        _start_backends(cluster, site_mailboxes, caldav_proxy, push)
         for site in site_mailboxes:
             cluster.sites[site] = []
             count = nodes_per_site if isinstance(nodes_per_site, int) else nodes_per_site[site]
@@ -196,6 +199,9 @@ def start_cluster(
         document.update(top_fields or {})
         sitemap = root / "sitemap.yaml"
         sitemap.write_text(yaml.safe_dump(document, sort_keys=False))
+        if push:
+            for site, nodes in cluster.sites.items():
+                _write_hook(cluster, site, [n.direct_url for n in nodes])
         for node in cluster.nodes():
             node.command = [
                 sys.executable, "-m", "cas", "serve", "--config", str(sitemap),
@@ -224,17 +230,31 @@ def _new_cluster(root: Path, ca: TestCA) -> Cluster:
     return Cluster(root, ca, secret, client, admin=admin, service=service, admin_token=admin_token)
 
 
+def _hook_script(cluster: Cluster, site: str) -> Path:
+    return cluster.root / f"push-{site}.sh"
+
+
+def _write_hook(cluster: Cluster, site: str, urls: list[str]) -> None:
+    """The script Radicale's hook runs: the lab's hook command, the changed path as `$1`."""
+    script = _hook_script(cluster, site)
+    body = change_hook(urls, cluster.ca.ca_pem, cluster.root / "admin-token", when=script)
+    script.write_text("#!/bin/sh\n" + body.replace("%(path)s", '"$1"') + "\n")
+    script.chmod(0o700)
+
+
 def _start_backends(
-    cluster: Cluster, site_mailboxes: dict[str, list[str]], caldav_proxy: bool
+    cluster: Cluster, site_mailboxes: dict[str, list[str]], caldav_proxy: bool, push: bool
 ) -> None:
     """One Radicale per site (behind a fault proxy if asked), and an empty calendar per mailbox."""
     admin, service = cluster.admin, cluster.service
     for site in site_mailboxes:
+        script = _hook_script(cluster, site)
         radicale = RadicaleServer(
             cluster.root / f"radicale-{site}",
             {admin[0]: admin[1], service[0]: service[1]},
             admins=[admin[0]],
             readers=[service[0]],
+            hook=f"[ -x {script} ] && {script} %(path)s; exit 0" if push else "",
         )
         radicale.start()
         cluster.radicales[site] = radicale

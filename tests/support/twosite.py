@@ -12,6 +12,7 @@ its output is deterministic.
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from collections.abc import Mapping
@@ -25,11 +26,20 @@ from starlette.applications import Starlette
 
 from cas.app import create_app
 from cas.cache.store import MemoryStore
+from cas.identity import hash_password
 from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData, Window
 from cas.settings import load_settings
 from cas.sources.base import FakeBackend
 from cas.trust import ForwardClaims, sign_request
-from sitemap.model import ClientAuth, ClientUser, Mailbox, SecretRef, Site, Sitemap
+from sitemap.model import (
+    ClientAuth,
+    ClientUser,
+    Mailbox,
+    Permissions,
+    SecretRef,
+    Site,
+    Sitemap,
+)
 
 T0 = datetime(2024, 3, 4, 8, tzinfo=UTC)
 NODES = {
@@ -38,7 +48,12 @@ NODES = {
     "ap": "https://127.0.0.1:9301",  # no app behind it: the site is unreachable
 }
 SECRET = b"x" * 48
-PASSWORDS = {"scheduler": "scheduler-pw", "ann@contoso.test": "ann-pw", "bob@contoso.test": "b"}
+PASSWORDS = {
+    "scheduler": "scheduler-pw",
+    "ann@contoso.test": "ann-pw",
+    "bob@contoso.test": "b",
+    "carol@contoso.test": "carol-pw",
+}
 
 
 def at(hours: float) -> datetime:
@@ -109,9 +124,25 @@ class DelayedBackend(FakeBackend):
         super().__init__(*args, **kwargs)
         self.delays = dict(delays)
 
+        self.versions: dict[str, str] = {}  # a calendar's change tag, as a CalDAV server has
+        self.tag_calls = 0
+
     async def fetch(self, mailbox: Mailbox, window: Window) -> MailboxData:
         await asyncio.sleep(self.delays.get(mailbox.address, 0.0))
         return await super().fetch(mailbox, window)
+
+    def change(self, address: str, data: MailboxData) -> None:
+        """What a calendar client's write does: new data, a new change tag."""
+        self._data[address] = data
+        old = self.versions.get(address, "v0")
+        self.versions[address] = f"v{int(old[1:]) + 1}"
+
+    async def ctag(self, mailbox: Mailbox) -> str | None:
+        self.tag_calls += 1
+        return self.versions.get(mailbox.address, "v0")
+
+    def version_of(self, mailbox: Mailbox) -> str | None:
+        return self.versions.get(mailbox.address, "v0")
 
 
 class Router(httpx.AsyncBaseTransport):
@@ -135,25 +166,38 @@ class Router(httpx.AsyncBaseTransport):
 
 @dataclass
 class TwoSites:
+    """`groups` names users (of `PASSWORDS`) that log in through a users file with those
+    groups; the others are the site map's client users, without groups."""
+
     root: Path
     settings: Mapping[str, object] = field(default_factory=dict)
     data: Mapping[str, MailboxData] = field(default_factory=lambda: DATA)
     delays: Mapping[str, float] = field(default_factory=dict)
+    permissions: Permissions = field(default_factory=Permissions)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         secret = self.root / "cluster-secret"
         secret.write_text(SECRET.decode() + "\n")
         users = []
         for name, password in PASSWORDS.items():
+            if name in self.groups:
+                continue
             path = self.root / f"pw-{name}"
             path.write_text(password)
             users.append(ClientUser(name, SecretRef(file=str(path))))
+        users_file = None
+        if self.groups:
+            self.users_file = self.root / "users.txt"
+            self.write_users(self.groups)
+            users_file = str(self.users_file)
         self.sitemap = Sitemap(
             source="two-sites",
             sites=tuple(Site(name, nodes=(url,)) for name, url in NODES.items()),
             mailboxes=SITEMAP_MAILBOXES,
             domains=("contoso.test",),
-            auth=ClientAuth(users=tuple(users)),
+            auth=ClientAuth(users=tuple(users), users_file=users_file),
+            permissions=self.permissions,
         )
         values = {
             "cluster_secret_file": str(secret),
@@ -163,13 +207,14 @@ class TwoSites:
         }
         self.router = Router()
         self.backend_calls: dict[str, list[str]] = {}
+        self.backends: dict[str, dict[str, DelayedBackend]] = {}
         self.apps = {site: self._app(site, values) for site in ("eu", "us")}
 
     def _app(self, site: str, values: Mapping[str, object]) -> Starlette:
         local = {m.address for m in SITEMAP_MAILBOXES if m.site == site}
         calls = self.backend_calls.setdefault(site, [])
         mine = {a: d for a, d in self.data.items() if a in local}
-        backends = {
+        backends: dict[str, DelayedBackend] = {
             kind: DelayedBackend(
                 {a: d for a, d in mine.items() if d.merged_only == (kind == "legacy")},
                 failing=FAILING & local,
@@ -178,6 +223,7 @@ class TwoSites:
             )
             for kind in ("modern", "legacy")
         }
+        self.backends[site] = backends
         app = create_app(
             load_settings(values, environ={}),
             self.sitemap,
@@ -189,6 +235,13 @@ class TwoSites:
         )
         self.router.add(NODES[site], app)
         return app
+
+    def write_users(self, groups: Mapping[str, tuple[str, ...]]) -> None:
+        """(Re)write the users file: each user of `groups` with its password and groups."""
+        lines = [
+            f"{name}:{hashed(PASSWORDS[name])}:{','.join(names)}" for name, names in groups.items()
+        ]
+        self.users_file.write_text("\n".join(lines) + "\n")
 
     def peer_call(self, site: str, body: bytes, *, budget_ms: int | None = None) -> dict[str, str]:
         """Headers that make `body` a request forwarded by a node of the other site (hop 1)."""
@@ -217,3 +270,9 @@ class TwoSites:
 
 
 WINDOW = Window(T0, T0 + timedelta(hours=10))
+
+
+@functools.cache
+def hashed(password: str) -> str:
+    """An argon2 hash of `password` (made once per test session: each costs tens of ms)."""
+    return hash_password(password)

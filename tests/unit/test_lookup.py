@@ -160,6 +160,7 @@ def test_json_document_shape() -> None:
              "subject": None, "location": None, "private": True, "meeting": False,
              "recurring": False, "exception": False},
         ],
+        "view": "DetailedMerged",
     }  # fmt: skip
     assert bob["merged"] == "000000003333333300004444"  # short answer padded with no data
     assert (carol["status"], carol["message"], carol["site"], carol["merged"]) == (
@@ -168,7 +169,21 @@ def test_json_document_shape() -> None:
         "us",
         None,
     )
+    assert carol["view"] == "None"
     assert dave["merged"] == "4" * 24
+
+
+def test_a_times_only_answer_says_so_in_the_timeline_and_the_json() -> None:
+    seen = MailboxData(events=tuple(e.__class__(e.start, e.end, e.busy_type) for e in ANN.events),
+                       times_only=True)  # fmt: skip
+    result = LookupResult(
+        options(("ann@contoso.test",)), (Attendee("ann@contoso.test", seen, URL),)
+    )
+    text = "\n".join(line.plain for line in render_timeline(result))
+    assert "(times only: this login may not see subjects)" in text
+    assert "Design review" not in text
+    [ann] = lookup_document(result)["attendees"]
+    assert ann["view"] == "FreeBusyMerged" and {e["subject"] for e in ann["events"]} == {None}
 
 
 # ---- options ---------------------------------------------------------------------------------
@@ -269,11 +284,27 @@ def test_the_manifest_fills_what_the_command_line_leaves_open(tmp_path: Path) ->
     assert (opts.dns, opts.username, opts.password) == (("127.0.0.1", 53), "other", "pw2")
 
 
+def test_user_may_name_a_requester_of_the_manifest(tmp_path: Path) -> None:
+    manifest = tmp_path / "lab.json"
+    manifest.write_text(json.dumps({
+        "client": {"username": "sched", "password": "pw"},
+        "requesters": [{"username": "sched", "password": "pw", "level": "FullDetails"},
+                       {"username": "viewer", "password": "v-pw", "level": "FreeBusyTimeOnly"}],
+    }))  # fmt: skip
+    opts = parse("a@contoso.test", "--manifest", str(manifest), "--user", "viewer")
+    assert (opts.username, opts.password) == ("viewer", "v-pw")
+    opts = parse("a@contoso.test", "--manifest", str(manifest), "--user", "sched")
+    assert (opts.username, opts.password) == ("sched", "pw")
+    with pytest.raises(LookupFailed, match="or a requester the --manifest names"):
+        parse("a@contoso.test", "--manifest", str(manifest), "--user", "stranger")
+
+
 @pytest.mark.parametrize(
     ("content", "words"),
     [("{not json", "not a JSON document"), ("[1]", "expected a JSON object"),
      ('{"dns": {"host": "127.0.0.1", "port": "53"}}', "dns.port must be a int"),
-     ('{"sites": [{"nodes": "https://x"}]}', r"sites\[0\].nodes")],
+     ('{"sites": [{"nodes": "https://x"}]}', r"sites\[0\].nodes"),
+     ('{"requesters": [{"username": "viewer"}]}', r"requesters\[0\] must have a username and a password")],
 )  # fmt: skip
 def test_a_bad_manifest_is_named(tmp_path: Path, content: str, words: str) -> None:
     path = tmp_path / "lab.json"

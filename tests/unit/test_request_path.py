@@ -108,7 +108,15 @@ async def test_invalidation_needs_the_admin_token(tmp_path: Path) -> None:
         )
     assert r.status_code == 200
     [result] = json.loads(r.content)["results"]
-    assert result["address"] == "ann@contoso.test" and result["status"] == "invalidated"
+    assert result["address"] == "ann@contoso.test"
+    # every site is told: eu drops its own data, us its copies; ap has no node that answers
+    assert result["status"] == "partly-invalidated" and result["untold"] == ["ap"]
+    assert result["sites"]["eu"]["status"] == "dropped"
+    assert result["sites"]["us"]["status"] == "told"
+    assert (
+        result["sites"]["ap"]["status"] == "unreachable"
+        and "'ap'" in result["sites"]["ap"]["message"]
+    )
 
 
 async def test_a_forwarded_request_is_not_forwarded_again(tmp_path: Path) -> None:

@@ -1,12 +1,8 @@
-"""Routing plan and privacy projection over a small in-memory sitemap."""
+"""The routing plan over a small in-memory sitemap."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from cas.model.availability import MailboxQuery
-from cas.model.freebusy import BusyType, Event, EventDetails, MailboxData
-from cas.model.projection import Requester, project
 from cas.routing import plan_routes
 from sitemap.model import Mailbox, Site, Sitemap
 
@@ -67,16 +63,3 @@ def test_what_cannot_be_routed_gets_its_error_at_once() -> None:
     [route] = forwarded.routes
     assert route.error is not None and route.error.code == "ErrorProxyRequestProcessingFailed"
     assert "hop limit (1)" in route.error.message and route.kind == "remote"
-
-
-def test_private_details_are_masked_for_everyone_but_the_owner() -> None:
-    t = datetime(2024, 1, 1, tzinfo=UTC)
-    private = Event(t, t, BusyType.BUSY, EventDetails("x", "Doctor", "Clinic", is_private=True))
-    public = Event(t, t, BusyType.BUSY, EventDetails("y", "Standup", "Room 1"))
-    data = MailboxData(events=(private, public))
-    seen = project(data, Requester("bob@contoso.test"), "ann@contoso.test")
-    assert seen.events[0].details == EventDetails(is_private=True)
-    assert seen.events[1].details.subject == "Standup"
-    own = project(data, Requester("Ann@Contoso.test"), "ann@contoso.test")
-    assert own.events[0].details.subject == "Doctor"
-    assert project(data, Requester(None), "ann@contoso.test").events[0].details.subject is None

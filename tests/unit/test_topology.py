@@ -264,3 +264,14 @@ def test_lab_docs_list_the_published_ports(compose: dict) -> None:
     for name, numbers in published_ports(compose).items():
         for number in numbers:
             assert re.search(rf"\b{number}\b.*\b{re.escape(name)}\b", text), (name, number)
+
+
+def test_compose_has_the_labs_requesters_and_permissions(lab_sitemap: Any) -> None:
+    import yaml
+
+    from caslab.documents import PERMISSIONS, REQUESTERS
+    from sitemap.load import parse_sitemap
+
+    assert [user.username for user in lab_sitemap.auth.users] == list(REQUESTERS)
+    text = yaml.safe_dump({"sites": [{"name": "eu"}], "permissions": PERMISSIONS})
+    assert lab_sitemap.permissions == parse_sitemap(text, "lab").permissions

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -10,10 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cas.trust import (
+    MAX_GROUP_BYTES,
+    MAX_GROUPS,
+    MAX_HEADER_CHARS,
     ForgedRequest,
     ForwardClaims,
     PeerTrust,
     ReplayCache,
+    TooManyGroups,
     load_cluster_secret,
     sign_request,
     verify_request,
@@ -70,8 +76,64 @@ def test_round_trip_returns_the_signed_claims() -> None:
 
 def test_header_shape() -> None:
     header = sign()
-    assert header.startswith("v1;from=eu;to=us;req=YWxpY2VAZXUuZXhhbXBsZQ;hop=1;rid=r-123;")
+    assert header.startswith("v2;from=eu;to=us;req=YWxpY2VAZXUuZXhhbXBsZQ;grp=-;hop=1;rid=r-123;")
     assert ";t=1750000000;n=nnnnnnnnnnnnnnnnnnnnnnnn;sig=" in header
+
+
+def test_groups_travel_sorted_once_each_as_a_json_list() -> None:
+    header = sign(claims(groups=("sales", "Managers", "sales", "zoë")))
+    grp = header.split(";grp=", 1)[1].split(";", 1)[0]
+    assert base64.urlsafe_b64decode(grp + "=" * (-len(grp) % 4)).decode() == (
+        '["Managers","sales","zoë"]'
+    )
+    assert verify(header).groups == ("Managers", "sales", "zoë")
+
+
+def test_a_v1_token_of_an_older_node_is_still_accepted_without_groups() -> None:
+    old = claims(version="v1")
+    header = sign(old)
+    assert header.startswith("v1;from=eu;to=us;req=YWxpY2VAZXUuZXhhbXBsZQ;hop=1;rid=r-123;")
+    assert verify(header) == old and verify(header).groups == ()
+    with pytest.raises(ValueError):
+        claims(version="v1", groups=("sales",))
+
+
+def test_too_many_groups_are_refused_when_signing_and_when_verifying() -> None:
+    with pytest.raises(TooManyGroups, match=f"at most {MAX_GROUPS}"):
+        claims(groups=tuple(f"g{i}" for i in range(MAX_GROUPS + 1)))
+    with pytest.raises(TooManyGroups, match=f"at most {MAX_GROUP_BYTES}"):
+        claims(groups=tuple(f"{i:02d}" + "x" * 60 for i in range(20)))
+    # a token made by hand with 65 groups: refused by name, before its signature is checked
+    names = sorted(f"g{i:02d}" for i in range(MAX_GROUPS + 1))
+    grp = base64.urlsafe_b64encode(json.dumps(names, separators=(",", ":")).encode())
+    header = sign().replace(";grp=-;", f";grp={grp.decode().rstrip('=')};")
+    assert "groups" in rejected(header, 401) and str(MAX_GROUPS) in rejected(header, 401)
+
+
+def test_the_largest_token_fits_the_header_limit() -> None:
+    per_group = (MAX_GROUP_BYTES - 2) // MAX_GROUPS - 3  # the JSON list's quotes and commas
+    largest = claims(
+        from_site="a" * 63,
+        to_site="us",
+        requester="é" * 256,  # 512 bytes of UTF-8
+        hop=255,
+        request_id="r" * 64,
+        issued_at=10**12 - 1,
+        nonce="n" * 64,
+        groups=tuple(f"{i:02d}" + "g" * (per_group - 2) for i in range(MAX_GROUPS)),
+    )
+    header = sign(largest)
+    assert len(header) <= MAX_HEADER_CHARS
+    assert verify(header, own_site="us", now=10**12 - 1) == largest
+
+
+@pytest.mark.parametrize(
+    "groups_json",
+    [b'["b","a"]', b'["a","a"]', b"[]", b'["a", "b"]', b'{"a":1}', b"[1]", b'"a"', b'[""]'],
+)
+def test_groups_in_any_other_spelling_are_401(groups_json: bytes) -> None:
+    grp = base64.urlsafe_b64encode(groups_json).decode().rstrip("=")
+    rejected(sign().replace(";grp=-;", f";grp={grp};"), 401)
 
 
 def test_no_requester_round_trips_as_dash() -> None:
@@ -105,6 +167,7 @@ def test_create_fills_time_and_a_fresh_nonce() -> None:
         ("request_id", "r-124"),
         ("issued_at", NOW + 1),
         ("nonce", "m" * 24),
+        ("groups", ("auditors",)),
     ],
 )
 def test_every_altered_claim_is_refused(field: str, value: object) -> None:
@@ -113,6 +176,14 @@ def test_every_altered_claim_is_refused(field: str, value: object) -> None:
     sig = genuine.rsplit(";sig=", 1)[1]
     forged_prefix = sign(claims(**{field: value})).rsplit(";sig=", 1)[0]
     rejected(f"{forged_prefix};sig={sig}", 403)
+
+
+def test_altered_groups_are_refused() -> None:
+    genuine = sign(claims(groups=("sales",)))
+    sig = genuine.rsplit(";sig=", 1)[1]
+    for groups in ((), ("sales", "auditors"), ("Sales",)):
+        forged_prefix = sign(claims(groups=groups)).rsplit(";sig=", 1)[0]
+        rejected(f"{forged_prefix};sig={sig}", 403)
 
 
 def test_altered_destination_is_refused() -> None:
@@ -229,6 +300,18 @@ def test_arbitrary_text_only_ever_raises_forged_request(text: str) -> None:
 def test_well_shaped_garbage_only_ever_raises_forged_request(values: list[str]) -> None:
     names = ["from", "to", "req", "hop", "rid", "t", "n", "sig"]
     header = "v1;" + ";".join(f"{k}={v}" for k, v in zip(names, values, strict=True))
+    with pytest.raises(ForgedRequest):
+        verify(header)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=30), min_size=9, max_size=9), st.binary(max_size=80))
+def test_well_shaped_v2_garbage_only_ever_raises_forged_request(
+    values: list[str], groups: bytes
+) -> None:
+    names = ["from", "to", "req", "grp", "hop", "rid", "t", "n", "sig"]
+    values[3] = base64.urlsafe_b64encode(groups).decode().rstrip("=") if groups else values[3]
+    header = "v2;" + ";".join(f"{k}={v}" for k, v in zip(names, values, strict=True))
     with pytest.raises(ForgedRequest):
         verify(header)
 

@@ -1,7 +1,8 @@
 """Where the cache keeps its bytes: one small interface, an in-process store and a Redis store.
 
 `CacheStore` is all the cache layer (`cas.cache.cached`) sees: bytes under opaque string keys
-with TTLs, a lock for single flight, and a way to wait for a key another node will write. Every
+with TTLs, a lock for single flight, and a way to wait for a key another node will write; and
+the token buckets requests are throttled with (`take`, `cas.throttle`). Every
 method raises `CacheUnavailable`, and nothing else, when the store cannot be used; callers treat
 that as a miss and go straight to the backend. `MemoryStore` is the embedded default (no Redis:
 one process, same rules); `RedisStore` talks to a site's Redis; `open_store(url)` picks one.

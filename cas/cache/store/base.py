@@ -1,4 +1,5 @@
-"""The store interface the cache sees: bytes under opaque keys with TTLs, a lock, a wait.
+"""The store interface the cache sees: bytes under opaque keys with TTLs, a lock, a wait, and
+the token buckets throttling counts requests in (`take`).
 
 Every method raises `CacheUnavailable`, and nothing else, when the store cannot be used;
 callers treat that as a miss and go straight to the source.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import abc
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Protocol
 
 from cas.errors import CasError
@@ -33,6 +34,14 @@ class StoreObserver(Protocol):
 
     def breaker(self, state: str) -> None:
         """The circuit breaker is now "closed", "open" or "half-open"."""
+
+
+def bucket_seconds(rate: float, burst: float) -> float:
+    """How long a token bucket must be kept: the time it takes to fill up from empty (after
+    that, a forgotten bucket and a full one are the same)."""
+    if not (rate > 0 and burst > 0):
+        raise ValueError(f"a token bucket needs a positive rate and size, not {rate!r}, {burst!r}")
+    return burst / rate + 1.0
 
 
 def ttl_millis(ttl_seconds: float) -> int:
@@ -84,6 +93,23 @@ class CacheStore(abc.ABC):
     @abc.abstractmethod
     async def wait_for(self, key: str, timeout: float) -> bytes | None:
         """Wait until `key` exists and return its value, or None after `timeout` seconds."""
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, message: str) -> None:
+        """Send `message` to every current subscriber of `channel` (nodes of the site)."""
+
+    @abc.abstractmethod
+    def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """The messages of `channel` from now on; raises `CacheUnavailable` when broken."""
+
+    @abc.abstractmethod
+    async def take(
+        self, key: str, rate: float, burst: float, cost: float = 1.0, *, spare: float = 0.0
+    ) -> tuple[float, float]:
+        """Take `cost` tokens from the token bucket `key` (refilled at `rate` per second, holding
+        at most `burst`, full when new), and up to `spare` more when they are there, atomically
+        for every caller of the store. Returns (tokens taken, 0.0), or, when fewer than `cost`
+        are there, (0.0, the seconds until they will be) and nothing is taken."""
 
     @abc.abstractmethod
     async def ping(self) -> bool:

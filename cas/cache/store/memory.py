@@ -7,10 +7,10 @@ import logging
 import secrets
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from cas.cache.store.base import CacheStore, CacheUnavailable, ttl_millis
+from cas.cache.store.base import CacheStore, CacheUnavailable, bucket_seconds, ttl_millis
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ class MemoryStore(CacheStore):
         self._events: dict[str, asyncio.Event] = {}
         self._waiting: Counter[str] = Counter()
         self._closed = False
+        self._channels: dict[str, list[asyncio.Queue[str]]] = {}
 
     def __len__(self) -> int:
         """Entries held, expired ones not yet dropped included."""
@@ -100,6 +101,47 @@ class MemoryStore(CacheStore):
                     del self._events[key]
         self._check_open()
         return self._lookup(key)
+
+    async def publish(self, channel: str, message: str) -> None:
+        self._check_open()
+        for queue in self._channels.get(channel, []):
+            queue.put_nowait(message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        self._check_open()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._channels.setdefault(channel, []).append(queue)
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._channels[channel].remove(queue)
+
+    async def take(
+        self, key: str, rate: float, burst: float, cost: float = 1.0, *, spare: float = 0.0
+    ) -> tuple[float, float]:
+        """The token bucket of `key`, kept as "tokens time" in an ordinary entry (one process:
+        nothing else runs between the read and the write)."""
+        self._check_open()
+        keep = bucket_seconds(rate, burst)
+        now = self._clock()
+        tokens, at = float(burst), now
+        raw = self._lookup(key)
+        if raw is not None:
+            try:
+                held, stamp = (float(part) for part in raw.split())
+                tokens, at = held, min(stamp, now)
+            except ValueError:
+                pass  # not a bucket: start a full one
+        tokens = min(float(burst), tokens + (now - at) * rate)
+        taken, wait = 0.0, 0.0
+        if tokens >= cost:
+            taken = cost + max(0.0, min(spare, tokens - cost))
+            tokens -= taken
+        else:
+            wait = (cost - tokens) / rate
+        self._store(key, f"{tokens!r} {now!r}".encode(), keep)
+        return taken, wait
 
     async def ping(self) -> bool:
         return not self._closed

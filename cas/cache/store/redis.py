@@ -18,7 +18,13 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
 from cas.breaker import CircuitBreaker
-from cas.cache.store.base import CacheStore, CacheUnavailable, StoreObserver, ttl_millis
+from cas.cache.store.base import (
+    CacheStore,
+    CacheUnavailable,
+    StoreObserver,
+    bucket_seconds,
+    ttl_millis,
+)
 from cas.cache.store.urls import parse_redis_url
 
 logger = logging.getLogger(__name__)
@@ -29,6 +35,33 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
+"""
+# A token bucket as a hash {tokens, at}, refilled by the time that passed on Redis's own clock
+# (so every node of the site counts alike); kept only as long as it takes to fill up.
+_TAKE_SCRIPT = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local cost, spare = tonumber(ARGV[3]), tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+local held = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(held[1]), tonumber(held[2])
+if tokens == nil or at == nil then
+  tokens, at = burst, now
+end
+if now > at then
+  tokens = math.min(burst, tokens + (now - at) * rate)
+end
+local taken, wait = 0, 0
+if tokens >= cost then
+  taken = cost + math.max(0, math.min(spare, tokens - cost))
+  tokens = tokens - taken
+else
+  wait = (cost - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
+           'at', string.format('%.17g', math.max(now, at)))
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return {string.format('%.17g', taken), string.format('%.17g', wait)}
 """
 _POLL_FIRST, _POLL_MAX = 0.005, 0.05
 _KeyBatch = set[bytes]  # (inside RedisStore, `set` is the method)
@@ -86,6 +119,7 @@ class RedisStore(CacheStore):
         self.scan_count = scan_count
         self._extra_clients = tuple(extra_clients)
         self._closed = False
+        self._take: Any = None  # the registered token-bucket script
         if observer is not None:
             self.breaker.add_listener(lambda state: self._report("breaker", state))
             self._report("breaker", self.breaker.state)
@@ -225,6 +259,17 @@ class RedisStore(CacheStore):
         async with self._edge("EVAL release"):
             await self._client.eval(_RELEASE_SCRIPT, 1, key, token)
 
+    async def take(
+        self, key: str, rate: float, burst: float, cost: float = 1.0, *, spare: float = 0.0
+    ) -> tuple[float, float]:
+        """One script run (EVALSHA, loaded once): atomic for every node of the site."""
+        keep = ttl_millis(bucket_seconds(rate, burst))
+        async with self._edge("EVALSHA take"):
+            if self._take is None:
+                self._take = self._client.register_script(_TAKE_SCRIPT)
+            taken, wait = await self._take(keys=[key], args=[rate, burst, cost, spare, keep])
+        return max(0.0, float(taken)), max(0.0, float(wait))
+
     async def wait_for(self, key: str, timeout: float) -> bytes | None:
         """Poll GET, backing off from 5 ms to 50 ms, until the key exists or `timeout` ends.
         A GET still running at the deadline is cancelled (not counted against Redis)."""
@@ -247,6 +292,31 @@ class RedisStore(CacheStore):
                 return bool(await self._client.ping())
         except CacheUnavailable:
             return False
+
+    async def publish(self, channel: str, message: str) -> None:
+        async with self._edge("PUBLISH"):
+            await self._client.publish(channel, message)
+
+    async def subscribe(self, channel: str) -> AsyncIterator[str]:
+        """The channel's messages; a broken connection raises `CacheUnavailable` (the caller
+        subscribes again). Reading waits without the call timeout: a quiet channel is fine."""
+        if self._closed:
+            raise CacheUnavailable(f"{self._name}: store closed")
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            async with self._edge("SUBSCRIBE"):
+                await pubsub.subscribe(channel)
+            while True:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                except _FAILURES as exc:
+                    raise CacheUnavailable(f"{self._name}: subscription lost: {exc}") from exc
+                if message is not None and message.get("type") == "message":
+                    data = message.get("data")
+                    yield data.decode() if isinstance(data, bytes) else str(data)
+        finally:
+            with contextlib.suppress(*_FAILURES):
+                await pubsub.aclose()
 
     async def aclose(self) -> None:
         if self._closed:

@@ -212,8 +212,13 @@ def _freshness(out: list[str], results: Sequence[MailboxData | MailboxError]) ->
     out.append(f'<f:Freshness xmlns:f="{FRESHNESS_NS}">')
     for index, f in rows:
         site = f' site="{_attr(f.site)}"' if f.site else ""
+        validated = (
+            f' validated="{f.validated_seconds:.1f}"' if f.validated_seconds is not None else ""
+        )
+        version = f' version="{_attr(f.version)}"' if f.version else ""
         out.append(
-            f'<f:Mailbox index="{index}" source="{f.source}" age="{f.age_seconds:.1f}"{site}/>'
+            f'<f:Mailbox index="{index}" source="{f.source}" age="{f.age_seconds:.1f}"'
+            f"{site}{validated}{version}/>"
         )
     out.append("</f:Freshness>")
 

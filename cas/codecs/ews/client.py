@@ -267,6 +267,8 @@ def _view(view: etree._Element, request: AvailabilityRequest) -> MailboxData:
         coverage=None if known else (),  # a view of type None says nothing: no data, not free
         merged=merged or None,
         merged_only=kind is FreeBusyView.MERGED_ONLY,
+        # a Detailed view asked for and a FreeBusy view answered: the owner allows times only
+        times_only=request.view.has_details and kind.has_events and not kind.has_details,
     )
 
 

@@ -190,8 +190,9 @@ def render_envelope(
     return _serialize(env)
 
 
-def render_fault_code(code: str, message: str) -> bytes:
-    """A SOAP 1.1 fault in the shape exchangelib turns into the exception named `code`."""
+def render_fault_code(code: str, message: str, back_off_ms: int | None = None) -> bytes:
+    """A SOAP 1.1 fault in the shape exchangelib turns into the exception named `code`; with
+    `back_off_ms`, the `BackOffMilliseconds` an ErrorServerBusy fault tells clients to wait."""
     env, body = _envelope(True)
     fault = etree.SubElement(body, s("Fault"))
     faultcode = etree.SubElement(fault, "faultcode", nsmap={"a": TYPES_NS})
@@ -202,12 +203,16 @@ def render_fault_code(code: str, message: str) -> bytes:
     for name, text in (("ResponseCode", code), ("Message", message)):
         item = etree.SubElement(detail, f"{{{ERRORS_NS}}}{name}", nsmap={"e": ERRORS_NS})
         item.text = xml_text(text)
+    if back_off_ms is not None:
+        holder = etree.SubElement(detail, t("MessageXml"), nsmap={"t": TYPES_NS})
+        value = etree.SubElement(holder, t("Value"), Name="BackOffMilliseconds")
+        value.text = str(back_off_ms)
     return _serialize(env)
 
 
 def render_fault(fault: RequestFault) -> bytes:
-    """The SOAP fault for a request fault (its EWS code and message)."""
-    return render_fault_code(fault.code, fault.message)
+    """The SOAP fault for a request fault (its EWS code, message and any back-off)."""
+    return render_fault_code(fault.code, fault.message, fault.back_off_ms)
 
 
 __all__ = [

@@ -229,7 +229,8 @@ async def test_an_unchanged_calendar_costs_one_tag_request_not_a_reread() -> Non
     clock.now += 1000
     again = await backend.fetch(ANN, DAY)
     assert (inner.calls, inner.ctag_calls) == (2, 2)
-    assert again.freshness.source == "revalidated" and again.freshness.age_seconds == 0
+    assert again.freshness.source == "revalidated" and again.freshness.validated_seconds == 0
+    assert again.freshness.age_seconds == pytest.approx(1000)  # the data was read then
     clock.now += 1000
     inner.tag, inner.busy_hour = "v2", 16  # an event was written
     changed = await backend.fetch(ANN, DAY)
@@ -267,6 +268,16 @@ class Broken(CacheStore):
         raise CacheUnavailable("down")
 
     async def wait_for(self, key, timeout):
+        raise CacheUnavailable("down")
+
+    async def publish(self, channel, message):
+        raise CacheUnavailable("down")
+
+    async def subscribe(self, channel):
+        raise CacheUnavailable("down")
+        yield ""  # an async generator that fails at once
+
+    async def take(self, key, rate, burst, cost=1.0, *, spare=0.0):
         raise CacheUnavailable("down")
 
     async def ping(self):

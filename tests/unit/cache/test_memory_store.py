@@ -184,3 +184,74 @@ def test_no_url_means_in_process_with_a_warning(caplog: pytest.LogCaptureFixture
         store = open_store(None)
     assert isinstance(store, MemoryStore)
     assert "in-process" in caplog.text
+
+
+async def test_published_messages_reach_current_subscribers_only() -> None:
+    import asyncio
+
+    store = MemoryStore()
+    await store.publish("c", "before anyone listens")
+    stream = store.subscribe("c")
+    waiting = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    await store.publish("c", "ann")
+    await store.publish("other", "not for us")
+    await store.publish("c", "bob")
+    assert await waiting == "ann" and await anext(stream) == "bob"
+    await stream.aclose()
+
+
+# --- token buckets ------------------------------------------------------------------------------
+
+
+async def test_a_new_bucket_is_full_and_empties_by_what_is_taken(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    # rate 2/s, size 5: five single tokens at once, the sixth must wait half a second
+    assert [await store.take("b", 2.0, 5) for _ in range(5)] == [(1.0, 0.0)] * 5
+    assert await store.take("b", 2.0, 5) == (0.0, pytest.approx(0.5))
+    clock.now += 0.25  # half a token back: still 0.25 s short of one
+    assert await store.take("b", 2.0, 5) == (0.0, pytest.approx(0.25))
+    clock.now += 0.25
+    assert await store.take("b", 2.0, 5) == (1.0, 0.0)
+
+
+async def test_a_refused_take_takes_nothing_and_a_bucket_never_overfills(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    assert await store.take("b", 1.0, 10, cost=8) == (8.0, 0.0)  # 2 left
+    assert await store.take("b", 1.0, 10, cost=5) == (0.0, pytest.approx(3.0))  # 3 short: 3 s
+    assert await store.take("b", 1.0, 10, cost=2) == (2.0, 0.0)  # the 2 were still there
+    clock.now += 3600
+    assert await store.take("b", 1.0, 10, cost=10) == (10.0, 0.0)  # full again, not 3600
+    assert await store.take("b", 1.0, 10, cost=1) == (0.0, pytest.approx(1.0))
+
+
+async def test_spare_tokens_are_taken_only_when_they_are_there(store: MemoryStore) -> None:
+    assert await store.take("b", 1.0, 10, cost=3, spare=4) == (7.0, 0.0)  # 3 left
+    assert await store.take("b", 1.0, 10, cost=2, spare=4) == (3.0, 0.0)  # only 1 spare there
+    assert await store.take("b", 1.0, 10, cost=1, spare=4) == (0.0, pytest.approx(1.0))
+
+
+async def test_buckets_are_separate_and_forgotten_once_full_again(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    await store.take("a", 1.0, 2, cost=2)
+    assert await store.take("c", 1.0, 2, cost=2) == (2.0, 0.0)
+    assert len(store) == 2
+    clock.now += 3.01  # 2 s to refill, plus the margin: both gone, as good as full
+    assert await store.get("a") is None
+    assert await store.take("a", 1.0, 2, cost=2) == (2.0, 0.0)
+
+
+async def test_take_refuses_a_bucket_without_rate_or_size(store: MemoryStore) -> None:
+    with pytest.raises(ValueError):
+        await store.take("b", 0.0, 5)
+    with pytest.raises(ValueError):
+        await store.take("b", 1.0, 0)
+
+
+async def test_take_on_a_closed_store_is_unavailable(store: MemoryStore) -> None:
+    await store.aclose()
+    with pytest.raises(CacheUnavailable):
+        await store.take("b", 1.0, 5)

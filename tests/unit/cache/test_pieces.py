@@ -118,7 +118,7 @@ def test_a_whole_answer_keeps_when_it_was_vouched_for_and_by_which_site() -> Non
         merged="0100",
         freshness=Freshness("cache", 300.0, "us"),
     )
-    back, vouched_at, kept_at = decode_answer(encode_answer(data, 9_700.0, 9_990.0))
+    back, vouched_at, kept_at, validated_at = decode_answer(encode_answer(data, 9_700.0, 9_990.0))
     assert back.events == data.events and back.merged == "0100"
     assert back.freshness == Freshness("cache", 0.0, "us")
-    assert (vouched_at, kept_at) == (9_700.0, 9_990.0)
+    assert (vouched_at, kept_at, validated_at) == (9_700.0, 9_990.0, None)

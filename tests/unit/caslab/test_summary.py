@@ -75,6 +75,25 @@ def test_commands_name_the_manifest_the_ca_and_the_login() -> None:
     ]
 
 
+def test_each_other_requester_gets_the_same_lookup_as_itself() -> None:
+    manifest = MANIFEST | {
+        "requesters": [
+            {"username": "scheduler", "password": "pw with space",
+             "level": "FreeBusyTimeAndSubjectAndLocation"},
+            {"username": "viewer", "password": "v", "level": "FreeBusyTimeOnly"},
+        ]
+    }  # fmt: skip
+    commands = paste_commands(manifest, Path("/here/lab.json"), cas="cas", now=SATURDAY)
+    assert [c.title for c in commands][:2] == [
+        "ask like a client (DNS SRV, Autodiscover, EWS) for people of two sites",
+        "the same, as viewer, who may see times only",
+    ]
+    assert commands[1].text == commands[0].text + " --user viewer"
+    out = io.StringIO()
+    print_summary(manifest, Path("/here/lab.json"), Path("/state"), state_kept=False, out=out)
+    assert "requester:      viewer / v sees times only" in out.getvalue()
+
+
 def test_a_piped_summary_keeps_whole_urls() -> None:
     out = io.StringIO()
     print_summary(MANIFEST, Path("/here/lab.json"), Path("/state"), state_kept=False, out=out)

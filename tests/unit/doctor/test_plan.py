@@ -97,3 +97,12 @@ def test_the_command_reports_configuration_errors_with_status_2(
     for bad in ("0", "-3", "nan", "inf"):
         assert main(["doctor", "--config", str(sitemap), "--timeout", bad]) == 2
         assert "--timeout" in capsys.readouterr().err
+
+
+def test_a_directory_server_gets_one_ldap_check_for_the_whole_sitemap() -> None:
+    from sitemap.model import LdapServer
+
+    sitemap = Sitemap("t", (EU,), MAILBOXES, ldap=LdapServer(url="ldaps://ldap.contoso.test"))
+    checks = planned(sitemap)
+    assert checks[-1] == (None, "ldap", "ldaps://ldap.contoso.test")
+    assert (None, "ldap", "ldaps://ldap.contoso.test") not in planned(sitemap, "eu")
