@@ -136,9 +136,10 @@ class AvailabilityService:
 
     def drop_locally(self, address: str) -> None:
         """Another node of the site dropped a mailbox: drop this node's first-level copies."""
+        mailbox = self.sitemap.lookup(address) or Mailbox(address, self.site)
         for source in self.sources.values():
             if isinstance(source, CachedSource):
-                source.drop_locally(address)
+                source.drop_locally(mailbox)
 
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop what this node's caches hold of `mailbox`: its site's entries when the site is

@@ -153,10 +153,11 @@ class ExactAnswers:
     hit_label = "remote-cache"
     hit_metric = "remote_hit"
 
-    channel: str | None = None  # copies are not kept in a node's first level
-
     def __init__(self, site: str) -> None:
         self.site = site
+        # copies are not kept in a node's first level, but a drop must reach every node of
+        # the site all the same, so none keeps what it reads from before the change
+        self.channel: str | None = p.forgotten_channel(site)
 
     def _key(self, mailbox: Mailbox, ask: Ask) -> str:
         return p.remote_key(
