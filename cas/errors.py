@@ -26,6 +26,7 @@ Two families, kept apart on purpose:
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
       │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
+      ├── ServerBusy                    ErrorServerBusy               503   503  (too much in flight)
       ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
@@ -162,6 +163,14 @@ class Unauthorized(RequestFault):
         self.challenge = challenge
 
 
+class ServerBusy(RequestFault):
+    """The node has as many requests in flight as it takes; try again shortly (or elsewhere)."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
+
+
 class AuthenticationUnavailable(Unauthorized):
     """Credentials could not be checked: the directory or the token issuer's keys are out of
     reach. Not the caller's fault, and not a refusal: answered 503, so clients retry later
@@ -238,6 +247,11 @@ class MailboxError:
     def __post_init__(self) -> None:
         if self.code not in MAILBOX_ERROR_CODES:
             raise ValueError(f"unknown per-mailbox error code {self.code!r}")
+
+    @property
+    def detail(self) -> str:
+        """The message without the code's standard text: what is particular to this error."""
+        return self.message.removeprefix(MAILBOX_ERROR_CODES[self.code]).strip()
 
     @classmethod
     def of(

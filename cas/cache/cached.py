@@ -179,7 +179,8 @@ class CachedSource:
         if isinstance(result, MailboxError) and usable and not result.missing:
             assert stale is not None
             self._count("stale")
-            log.warning(
+            # A debug line: the source's breaker logs its outage once, not once per mailbox.
+            log.debug(
                 "source failed for %s, serving stale data: %s", mailbox.address, result.message
             )
             return self._label(stale, "stale-cache", now)
