@@ -153,10 +153,12 @@ class ExactAnswers:
     hit_label = "remote-cache"
     hit_metric = "remote_hit"
 
-    channel: str | None = None  # copies are not kept in a node's first level
-
     def __init__(self, site: str) -> None:
         self.site = site
+        # Copies are not kept in a node's first level, but dropping them is announced on the
+        # site's channel too, so every node of the site hears of other sites' changes
+        # (presence follows the channel: cas.presence.hub).
+        self.channel: str | None = p.forgotten_channel(site)
 
     def _key(self, mailbox: Mailbox, ask: Ask) -> str:
         return p.remote_key(
