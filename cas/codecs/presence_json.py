@@ -7,7 +7,8 @@ One view::
      "subject": "Planning", "location": "Room 1",          # only where the requester may see them
      "slots": {"start": "2030-01-07T09:00:00Z", "minutes": 15, "digits": "2222000..."},
      "freshness": {"source": "cache", "ageSeconds": 3.2, "validatedSecondsAgo": 1.0,
-                   "site": "eu", "stale": false, "version": "..."}}
+                   "site": "eu", "stale": false, "version": "...",
+                   "oldServer": false}}                   # true: an old server's merged data
 
 A mailbox the requester may not see, or that does not exist, is only its address and
 `error` ({"code", "message"}); one whose data cannot be read is `Unknown` with `error`.
@@ -70,6 +71,8 @@ def view_json(view: PresenceView) -> dict[str, Any]:
         "digits": view.slots,
     }
     doc["freshness"] = freshness_json(view.freshness) if view.freshness is not None else None
+    if doc["freshness"] is not None:
+        doc["freshness"]["oldServer"] = view.old_server
     return doc
 
 

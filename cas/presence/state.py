@@ -10,9 +10,9 @@ slots of `shape.slot_minutes` as one digit string, and the answer's freshness.
 The state of an instant comes from the wire-rule table (`cas.model.busy.BUSY_RULES`): each
 item covering the instant gives its busy type's `presence` when it has attendees and
 `presence_alone` when it has none (or when the requester may not see whether it has any),
-and the strongest of them wins (Unknown > Away > In a meeting > Busy > Available). Merged-only
-data (old servers) has no items: the digit of the instant's slot gives the busy type, shown
-as an item without attendees. Unknown is never free, and stale is never current: a time the
+and the strongest of them wins (Unknown > Away > In a meeting > Busy > Available). Old
+servers' data carries no attendees: its items (one per run of digits) show as items without
+attendees, and data that is only a digit string reads the digit of the instant's slot. Unknown is never free, and stale is never current: a time the
 data does not cover, an error, and a stale answer all show as Unknown.
 """
 
@@ -77,12 +77,18 @@ class PresenceView:
     slots: str
     freshness: Freshness | None = None
     error: MailboxError | None = None
+    old_server: bool = False  # the data is an old server's merged free/busy
 
     @property
     def signature(self) -> tuple[object, ...]:
         """What a subscriber is told about: a change of any of these is pushed."""
         code = self.error.code if self.error is not None else None
         return (self.state, self.until, self.next_state, self.subject, self.location, code)
+
+
+def _digits_only(data: MailboxData) -> bool:
+    """Data that is only a merged digit string (no items to read the state from)."""
+    return data.merged is not None and not data.events
 
 
 def _covered(data: MailboxData, held: Window, t: datetime) -> bool:
@@ -105,7 +111,7 @@ def state_at(
     """The state at instant `t` and the item that decides it (None: no item, or merged data)."""
     if not _covered(data, held, t):
         return Presence.UNKNOWN, None
-    if data.merged_only:
+    if _digits_only(data):
         busy_type = BUSY_TYPE_OF_DIGIT.get(_merged_digit(data, held, t, step))
         return (busy_type.rule.presence_alone if busy_type else Presence.UNKNOWN), None
     state, decider = Presence.AVAILABLE, None
@@ -122,7 +128,7 @@ def state_at(
 def boundaries(data: MailboxData, held: Window, step: timedelta) -> list[datetime]:
     """Every instant at which the state may change, within the held window, in order."""
     found = {held.start, held.end}
-    if data.merged_only:
+    if _digits_only(data):
         t = held.start
         while t < held.end:
             found.add(t)
@@ -142,7 +148,7 @@ def _shown(decider: Event | None) -> tuple[str | None, str | None]:
 
 def _slots(data: MailboxData, held: Window, start: datetime, shape: Shape) -> str:
     ahead = Window(start, start + shape.slots * shape.step)
-    if data.merged_only:
+    if _digits_only(data):
         first = (start - held.start) // shape.step
         merged = (data.merged or "")[max(first, 0) :]
         return (merged + "4" * shape.slots)[: shape.slots] if first >= 0 else "4" * shape.slots
@@ -206,6 +212,7 @@ def view_of(
         return unknown_view(address, now, shape, freshness=result.freshness)
     if doubtful(vouched_at(result, read_at or now), now, trust):
         return unknown_view(address, now, shape, freshness=result.freshness)
+
     step = shape.step
     state, decider = state_at(result, held, now, step)
     subject, location = _shown(decider)
@@ -227,6 +234,7 @@ def view_of(
     return PresenceView(
         address, now, state, since, until, next_state, subject, location,
         start, shape.slot_minutes, _slots(result, held, start, shape), result.freshness,
+        old_server=result.merged_only,
     )  # fmt: skip
 
 

@@ -27,6 +27,8 @@ import httpx
 import pytest
 
 from cas.identity import hash_password
+from caslab.oldserver.directory import DirectoryEntry
+from caslab.oldserver.server import LegacyServer
 from caslab.redis import RedisProcess
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
@@ -38,6 +40,7 @@ ANN, BOB, CID, DEE = (
     "us-cid@contoso.test",
     "us-dee@contoso.test",
 )
+OLD, OLD_DN = "eu-old@contoso.test", "/o=contoso/ou=eu/cn=Recipients/cn=old"
 USERS = {"helper": ("helper-Pa55", "helpdesk"), "outsider": ("outsider-Pa55", "")}
 # Confirmation by change tag runs only this often: a change seen sooner came through the hook.
 VALIDATE = 12.0
@@ -80,8 +83,18 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisP
 
 
 @pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LegacyServer]:
+    server = LegacyServer(tmp_path_factory.mktemp("legacy"), {OLD: DirectoryEntry(OLD_DN, "Old")})
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
 def cluster(
-    tmp_path_factory: pytest.TempPathFactory, redis: dict[str, RedisProcess]
+    tmp_path_factory: pytest.TempPathFactory, redis: dict[str, RedisProcess], legacy: LegacyServer
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("presence")
     users = root / "users.txt"
@@ -107,8 +120,12 @@ def cluster(
             "presence_max_addresses": 4, "presence_max_streams": 6,
             "request_timeout_seconds": 3, "throttle_rate": 0, "shutdown_drain_seconds": 3,
         },
-        site_fields={site: {"redis": server.url} for site, server in redis.items()},
+        site_fields={
+            "eu": {"redis": redis["eu"].url, "legacy": {"url": legacy.public_url}},
+            "us": {"redis": redis["us"].url},
+        },
         top_fields={"auth": auth, "permissions": permissions},
+        extra_mailboxes=[{"address": OLD, "site": "eu", "kind": "legacy", "legacy_dn": OLD_DN}],
     )  # fmt: skip
     try:
         yield cluster
@@ -255,6 +272,28 @@ def test_one_address_many_addresses_and_pidf(cluster: Cluster) -> None:
     assert entries[0]["state"] and entries[2]["state"]
     assert entries[1]["error"]["code"] == "ErrorMailRecipientNotFound"
     assert entries[3]["error"]["code"] == "ErrorNoFreeBusyAccess" and "state" not in entries[3]
+
+
+def test_an_old_server_mailbox_from_its_merged_data(cluster: Cluster, legacy: LegacyServer) -> None:
+    now = datetime.now(UTC)
+    slot = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
+    legacy.publish(
+        OLD, busy=[(slot - timedelta(minutes=15), slot + timedelta(minutes=45))],
+        oof=[(slot + timedelta(minutes=45), slot + timedelta(minutes=75))],
+        publish_start=slot - timedelta(days=2), publish_end=slot + timedelta(days=5),
+    )  # fmt: skip
+    for site in ("eu", "us"):
+        doc = get(cluster, f"/api/v1/presence/{OLD}", site=site).json()
+        # busy from a slot before this one to three slots after it, then two slots OOF: no
+        # attendees are known, so Busy, then Away
+        assert (doc["state"], doc["next"]) == ("Busy", "Away"), doc
+        assert parse(doc["since"]) == slot - timedelta(minutes=15)
+        assert parse(doc["until"]) == slot + timedelta(minutes=45)
+        assert doc["slots"]["digits"][:6] == "222330"
+        assert doc["freshness"]["source"] in ("legacy", "cache", "remote-cache")
+        assert doc["freshness"]["site"] == "eu" and doc["freshness"]["oldServer"] is True
+    modern = get(cluster, f"/api/v1/presence/{ANN}", site="us").json()
+    assert modern["freshness"]["oldServer"] is False
 
 
 def test_bad_input(cluster: Cluster) -> None:
