@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -294,6 +296,47 @@ def test_an_old_server_mailbox_from_its_merged_data(cluster: Cluster, legacy: Le
         assert doc["freshness"]["site"] == "eu" and doc["freshness"]["oldServer"] is True
     modern = get(cluster, f"/api/v1/presence/{ANN}", site="us").json()
     assert modern["freshness"]["oldServer"] is False
+
+
+def cas_command(cluster: Cluster, *args: str) -> list[str]:
+    return [
+        sys.executable, "-m", "cas", *args, "--url", cluster.sites["eu"][0].direct_url,
+        "--ca", str(cluster.ca.ca_pem), "--user", "helper", "--password-env", "PRESENCE_PW",
+    ]  # fmt: skip
+
+
+def test_the_command_line_prints_states_and_follows_changes(cluster: Cluster) -> None:
+    env = {**os.environ, "PRESENCE_PW": USERS["helper"][0]}
+    done = subprocess.run(
+        cas_command(cluster, "lookup", "--presence", DEE, "nobody@contoso.test"),
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # one address has no state
+    lines = done.stdout.splitlines()
+    assert (
+        lines[0].startswith(f"{DEE}  In a meeting since ") and "'Board' @ 'Top floor'" in lines[0]
+    )
+    assert lines[1] == "nobody@contoso.test  (error: ErrorMailRecipientNotFound)"
+    follow = subprocess.Popen(
+        cas_command(cluster, "presence", "--follow", ANN, "--count", "2", "--seconds", "60"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        first = follow.stdout.readline()
+        assert f"{ANN}  Available" in first
+        now = datetime.now(UTC).replace(microsecond=0)
+        calendar(cluster, ANN).add_event(
+            vevent(str(uuid.uuid4()), now - timedelta(minutes=2), now + timedelta(minutes=30),
+                   "Write-up", attendees=False)
+        )  # fmt: skip
+        rest, errors = follow.communicate(timeout=60)
+        assert follow.returncode == 0, errors
+        assert f"{ANN}  Busy since " in rest and "'Write-up'" in rest
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.wait()
 
 
 def test_bad_input(cluster: Cluster) -> None:
