@@ -46,6 +46,7 @@ OLD, OLD_DN = "eu-old@contoso.test", "/o=contoso/ou=eu/cn=Recipients/cn=old"
 USERS = {"helper": ("helper-Pa55", "helpdesk"), "outsider": ("outsider-Pa55", "")}
 # Confirmation by change tag runs only this often: a change seen sooner came through the hook.
 VALIDATE = 12.0
+CHROMIUM = "/usr/bin/chromium"  # Debian's, installed by scripts/setup
 SITES = ("eu", "us")
 
 
@@ -337,6 +338,50 @@ def test_the_command_line_prints_states_and_follows_changes(cluster: Cluster) ->
         if follow.poll() is None:
             follow.kill()
             follow.wait()
+
+
+PAGE_SCRIPT = """
+(address) => {
+  window.got = [];
+  const source = new EventSource("/api/v1/presence/stream?address=" + encodeURIComponent(address));
+  source.addEventListener("presence", (e) => {
+    window.got.push({id: e.lastEventId, data: JSON.parse(e.data)});
+  });
+  source.onerror = () => window.got.push({error: source.readyState});
+}
+"""
+
+
+def test_a_real_browser_eventsource_receives_the_stream(cluster: Cluster) -> None:
+    from playwright.sync_api import sync_playwright
+
+    node = cluster.sites["eu"][0].direct_url
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            context = browser.new_context(
+                ignore_https_errors=True,
+                http_credentials={"username": "helper", "password": USERS["helper"][0]},
+            )
+            page = context.new_page()
+            page.goto(node + "/healthz")  # a page of the node's own origin, served by the node
+            page.evaluate(PAGE_SCRIPT, BOB)
+            page.wait_for_function("window.got.some(e => e.data)", timeout=30_000)
+            first = page.evaluate("window.got.find(e => e.data)")
+            assert first["data"]["address"] == BOB and first["data"]["state"]
+            now = datetime.now(UTC).replace(microsecond=0)
+            calendar(cluster, BOB).add_event(
+                vevent(str(uuid.uuid4()), now - timedelta(minutes=1), now + timedelta(hours=3),
+                       "Browser check", attendees=True)
+            )  # fmt: skip
+            page.wait_for_function(
+                "window.got.some(e => e.data && e.data.state === 'InAMeeting')", timeout=30_000
+            )
+            pushed = page.evaluate("window.got.find(e => e.data && e.data.state === 'InAMeeting')")
+            assert pushed["data"]["subject"] == "Browser check"
+            assert pushed["id"] and pushed["id"] != first["id"]  # EventSource keeps the id
+        finally:
+            browser.close()
 
 
 def test_bad_input(cluster: Cluster) -> None:
