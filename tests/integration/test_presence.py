@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 import caldav
 import httpx
 import pytest
+from lxml import etree
 
 from cas.identity import hash_password
 from caslab.oldserver.directory import DirectoryEntry
@@ -34,6 +35,7 @@ from caslab.oldserver.server import LegacyServer
 from caslab.redis import RedisProcess
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
+from tests.support.pidf import pidf_schema
 from tests.support.sse import SseEvent, SseStream
 
 ANN, BOB, CID, DEE = (
@@ -263,6 +265,7 @@ def test_one_address_many_addresses_and_pidf(cluster: Cluster) -> None:
     pidf = get(cluster, f"/api/v1/presence/{ANN}", headers={"Accept": "application/pidf+xml"})
     assert pidf.headers["content-type"].startswith("application/pidf+xml")
     assert b'entity="pres:eu-ann@contoso.test"' in pidf.content
+    pidf_schema().assertValid(etree.fromstring(pidf.content))
     batch = httpx.post(
         cluster.sites["eu"][0].direct_url + "/api/v1/presence",
         json={"addresses": [BOB, "nobody@contoso.test", ANN, DEE]},
