@@ -39,6 +39,7 @@ from cas.endpoints.changes import ChangeEndpoints
 from cas.endpoints.errors import FaultMiddleware
 from cas.endpoints.ews import EwsEndpoint
 from cas.endpoints.overload import InFlightLimit
+from cas.endpoints.presence import PresenceEndpoints
 from cas.endpoints.public import LegacyFrontDoor
 from cas.model.availability import Limits
 from cas.observability import (
@@ -47,6 +48,8 @@ from cas.observability import (
     RequestIdMiddleware,
     metrics_endpoint,
 )
+from cas.presence.hub import PresenceHub
+from cas.presence.state import Shape
 from cas.runtime import Runtime, RuntimeHolder, sitemap_path
 from cas.settings import Settings
 from cas.sources.base import MailboxReader
@@ -147,6 +150,21 @@ def create_app(
         tokens=[t for t in (change_token(settings), token) if t],
         trust=PeerTrust(secrets, site) if secrets else None,
     )
+    hub = PresenceHub(
+        lambda: holder.current.availability,
+        Shape(settings.presence_slots, settings.presence_slot_minutes),
+        max_streams=settings.presence_max_streams,
+        reask_seconds=settings.presence_reask_seconds,
+        max_unconfirmed_seconds=settings.presence_max_unconfirmed_seconds,
+        batch=settings.max_mailboxes,
+    )
+    presence = PresenceEndpoints(
+        current,
+        hub,
+        max_addresses=settings.presence_max_addresses,
+        heartbeat_seconds=settings.presence_heartbeat_seconds,
+        throttle=throttle,
+    )
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
@@ -168,12 +186,16 @@ def create_app(
     def drain() -> None:
         """Leave readiness (on SIGTERM); requests keep being served until the server stops."""
         state["draining"] = True
+        hub.drain()  # presence streams end with a retry hint, so clients go to another node
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        follower = asyncio.create_task(
-            follow_forgotten(store, site, lambda a: holder.current.availability.drop_locally(a))
-        )
+        def forgotten(address: str) -> None:
+            holder.current.availability.drop_locally(address)
+            hub.changed(address)  # presence reads the mailbox again and pushes what changed
+
+        follower = asyncio.create_task(follow_forgotten(store, site, forgotten))
+        hub.start()
         watcher = None
         if holder.path is not None:
             holder.install_sighup()
@@ -184,6 +206,7 @@ def create_app(
         finally:
             state["ready"] = False
             follower.cancel()
+            await hub.aclose()
             if watcher is not None:
                 watcher.cancel()
             stop_directory(holder.current.sitemap)
@@ -202,6 +225,9 @@ def create_app(
     routes += [Route("/api/v1/changes", changes.changed, methods=["POST"])]
     routes += [Route(CHANGES_PATH, changes.internal_changes, methods=["POST"])]
     routes += [Route(VERSIONS_PATH, changes.internal_versions, methods=["POST"])]
+    routes += [Route("/api/v1/presence", presence.many, methods=["POST"])]
+    routes += [Route("/api/v1/presence/stream", presence.stream, methods=["GET"])]
+    routes += [Route("/api/v1/presence/{address}", presence.one, methods=["GET"])]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz)]
     routes += [Route("/metrics", metrics_endpoint(metrics))]
     app = Starlette(
@@ -223,5 +249,6 @@ def create_app(
     app.state.breakers = board
     app.state.drain = drain
     app.state.holder = holder
+    app.state.presence = hub
     app.state.site = site
     return app

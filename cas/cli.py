@@ -66,6 +66,7 @@ def _add_lookup(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--manifest", metavar="LAB.json", help="lab manifest: DNS, CA and credentials")
     p.add_argument("--json", action="store_true", help="print a JSON document")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per HTTP call (default 15)")
+    p.add_argument("--presence", action="store_true", help="print each address's presence state")
 
 
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_lookup(sub)
     _add_doctor(sub)
     _add_hash_password(sub)
+    from cas.client.presence import add_presence_parser
+
+    add_presence_parser(sub)
     return parser
 
 
@@ -203,6 +207,16 @@ def lookup(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+def presence(args: argparse.Namespace) -> int:
+    from cas.client.options import LookupFailed
+    from cas.client.presence import run_follow
+
+    try:
+        return run_follow(args)
+    except LookupFailed as exc:
+        raise UsageError(str(exc)) from None
+
+
 def doctor(args: argparse.Namespace) -> int:
     import asyncio
     import math
@@ -283,6 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lookup": lookup,
         "doctor": doctor,
         "hash-password": hash_password_command,
+        "presence": presence,
     }
     try:
         return commands[args.command](args)

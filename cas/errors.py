@@ -28,6 +28,10 @@ Two families, kept apart on purpose:
       │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
       ├── ServerBusy                    ErrorServerBusy               503   503  (too much in flight)
       ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
+      ├── UnknownAddress                ErrorMailRecipientNotFound    404   500  (presence: no such mailbox)
+      ├── NoAccess                      ErrorNoFreeBusyAccess         403   500  (presence: level None)
+      ├── TooManyAddresses              ErrorTooManyAddresses         400   500  (presence stream)
+      ├── StreamsExhausted              ErrorServerBusy               503   503  (presence streams; Retry-After)
       └── InternalError                 ErrorInternalServerError      500   500  (a bug; logged)
 
   A fault may carry `headers` for its answer (`Retry-After` of `Throttled`) and `back_off_ms`,
@@ -196,6 +200,43 @@ class Throttled(RequestFault):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(max(1, math.ceil((self.back_off_ms or 0) / 1000)))}
+
+
+class UnknownAddress(RequestFault):
+    """A presence request names an address no mailbox has."""
+
+    code = "ErrorMailRecipientNotFound"
+    http_status = 404
+
+
+class NoAccess(RequestFault):
+    """The requester may see nothing of the one mailbox a presence request names."""
+
+    code = "ErrorNoFreeBusyAccess"
+    http_status = 403
+
+
+class TooManyAddresses(RequestFault):
+    """A presence stream names more addresses than `presence_max_addresses`."""
+
+    code = "ErrorTooManyAddresses"
+
+
+class StreamsExhausted(RequestFault):
+    """This node holds as many presence streams as it may, or is draining: come back later
+    (to this node or, through the load balancer, another one)."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
+
+    def __init__(self, message: str, retry_after_seconds: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = max(1, retry_after_seconds)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class InternalError(RequestFault):

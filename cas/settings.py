@@ -255,6 +255,33 @@ class Settings:
         "Then, how long requests in flight may take to finish before the node exits.",
     )
     log_level: str = setting("info", LOG_LEVEL, "Logging threshold.")
+    # Presence (docs/presence.md)
+    presence_slots: int = setting(
+        128, POSITIVE_INT, "Presence: how many slots ahead the calendar-state digits cover."
+    )
+    presence_slot_minutes: int = setting(
+        15, POSITIVE_INT, "Presence: the length of one calendar-state slot, in minutes."
+    )
+    presence_max_streams: int = setting(
+        5000, POSITIVE_INT, "Presence: most streams one node holds; past it 503 + Retry-After."
+    )
+    presence_max_addresses: int = setting(
+        100, POSITIVE_INT, "Presence: most addresses one stream or one batch request may name."
+    )
+    presence_heartbeat_seconds: float = setting(
+        15.0, POSITIVE_SECONDS, "Presence: a comment line on an idle stream this often."
+    )
+    presence_reask_seconds: float = setting(
+        30.0,
+        POSITIVE_SECONDS,
+        "Presence: how often watched mailboxes are read again (one batched ask per requester), "
+        "so a stopped backend shows as Unknown.",
+    )
+    presence_max_unconfirmed_seconds: float = setting(
+        120.0,
+        POSITIVE_SECONDS,
+        "Presence: data its source last vouched for longer ago than this shows as Unknown.",
+    )
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def table(self) -> list[tuple[str, Any, str, str]]:

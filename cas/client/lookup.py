@@ -326,6 +326,10 @@ def run_lookup(args: argparse.Namespace, *, stdout: TextIO | None = None) -> int
     """`cas lookup`: options, lookup, printing; the exit status (0 all answered, 1 some not)."""
     from cas.client.render import print_json, print_timeline
 
+    if getattr(args, "presence", False):
+        from cas.client.presence import run_presence_lookup
+
+        return run_presence_lookup(args, stdout=stdout)
     options = options_from_args(args)
     result = asyncio.run(lookup_availability(options))
     out = stdout or sys.stdout

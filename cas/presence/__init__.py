@@ -1,0 +1,1 @@
+"""Presence from calendar state: the pure view (state.py) and the node's hub of streams (hub.py)."""
