@@ -22,14 +22,23 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from cas import __version__
+from cas.breaker_board import BreakerBoard
 from cas.cache.store import CacheStore
 from cas.changes import CHANGES_PATH, follow_forgotten
-from cas.config import admin_token, change_token, cluster_secrets, peer_client, site_store
+from cas.config import (
+    admin_token,
+    breaker_policy,
+    change_token,
+    cluster_secrets,
+    peer_client,
+    site_store,
+)
 from cas.endpoints.api import ApiEndpoints
 from cas.endpoints.autodiscover import AutodiscoverEndpoints
 from cas.endpoints.changes import ChangeEndpoints
 from cas.endpoints.errors import FaultMiddleware
 from cas.endpoints.ews import EwsEndpoint
+from cas.endpoints.overload import InFlightLimit
 from cas.endpoints.presence import PresenceEndpoints
 from cas.endpoints.public import LegacyFrontDoor
 from cas.model.availability import Limits
@@ -95,7 +104,8 @@ def create_app(
     secrets = cluster_secrets(settings)
     token = admin_token(settings)
     metrics = Metrics()
-    store = store if store is not None else site_store(settings, sitemap, site, metrics)
+    board = BreakerBoard(breaker_policy(settings), metrics=metrics)
+    store = store if store is not None else site_store(settings, sitemap, site, metrics, board)
     client = peers if peers is not None else peer_client(settings)
     holder = RuntimeHolder(
         runtime_builder(
@@ -106,6 +116,7 @@ def create_app(
             client=client,
             metrics=metrics,
             store=store,
+            board=board,
             cache_injected=cache_injected_backends,
         ),
         sitemap,
@@ -130,8 +141,11 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         year=lambda: datetime.datetime.now(datetime.UTC).year,
         throttle=throttle,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
     )
-    autodiscover = AutodiscoverEndpoints(current)
+    autodiscover = AutodiscoverEndpoints(
+        current, body_timeout_seconds=settings.http_body_timeout_seconds
+    )
     api = ApiEndpoints(
         current,
         site=site,
@@ -139,6 +153,7 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         admin_token=token,
         throttle=throttle,
+        body_timeout_seconds=settings.http_body_timeout_seconds,
     )
     legacy_door = LegacyFrontDoor(current, limits=limits, throttle=throttle)
     changes = ChangeEndpoints(
@@ -165,10 +180,12 @@ def create_app(
     state = {"ready": False, "draining": False}
 
     async def healthz(request: Request) -> Response:
-        """Liveness: "ok" for probes; with `Accept: application/json`, also version and site."""
+        """Liveness: "ok" for probes; with `Accept: application/json`, also the version, the
+        site and every dependency's breaker (what `cas doctor` shows); never fails for them."""
         await holder.current.authenticator.authenticate(request, "health")
         if "application/json" in request.headers.get("accept", ""):
-            return JSONResponse({"status": "ok", "version": __version__, "site": site})
+            document = {"status": "ok", "version": __version__, "site": site}
+            return JSONResponse(document | {"breakers": board.snapshot()})
         return PlainTextResponse("ok")
 
     async def readyz(request: Request) -> Response:
@@ -231,10 +248,17 @@ def create_app(
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(RequestCountMiddleware, metrics=metrics),
+            Middleware(
+                InFlightLimit,
+                limit=settings.max_requests_in_flight,
+                on_change=metrics.requests_in_flight.set,
+                on_refused=metrics.overload_refusals.inc,
+            ),
             Middleware(FaultMiddleware),
         ],
     )
     app.state.metrics = metrics
+    app.state.breakers = board
     app.state.drain = drain
     app.state.holder = holder
     app.state.presence = hub

@@ -10,8 +10,10 @@ over the signed node-to-node channel (`POST /api/v1/internal/changes`), to drop 
 the mailbox's answers, so no site keeps serving what the owner no longer has.
 
 Announcements are **coalesced** (changes within `delay` seconds go in one call per site),
-**deduplicated** (a mailbox is pending once), and **bounded** (at most `max_pending`
-mailboxes wait; past that, further ones are dropped with a warning). A site that misses an
+**deduplicated** (a mailbox is pending once), **bounded** (at most `max_pending` mailboxes
+wait for a site; past that, further ones are dropped with a warning), and kept **per site**:
+a site that is slow or unreachable delays only its own announcements, and changes announced
+while a call is under way go in the next call. A site that misses an
 announcement (down or cut off) converges anyway: its copies expire after
 `remote_cache_seconds` and are confirmed against the owner's version at every validation
 interval. An invalidation tells every site at once and reports, per site, what was dropped or
@@ -74,8 +76,8 @@ class ChangeFeed:
         self.delay = delay
         self.timeout = timeout
         self.max_pending = max_pending
-        self._pending: dict[str, Mailbox] = {}
-        self._flush: asyncio.Task[None] | None = None
+        self._pending: dict[str, dict[str, Mailbox]] = {site: {} for site in self.other_sites}
+        self._flush: dict[str, asyncio.Task[None]] = {}
         self.sent = 0  # announcements sent (one per site per batch)
 
     async def pushed(self, mailboxes: Sequence[Mailbox]) -> int:
@@ -94,18 +96,28 @@ class ChangeFeed:
         if not self.other_sites:
             return
         key = mailbox.address.casefold()
-        if key not in self._pending and len(self._pending) >= self.max_pending:
-            log.warning("too many changes waiting to be announced; %s dropped", mailbox.address)
-            return
-        self._pending[key] = mailbox
-        if self._flush is None or self._flush.done():
-            self._flush = asyncio.get_running_loop().create_task(self._send_later())
+        for site, pending in self._pending.items():
+            if key not in pending and len(pending) >= self.max_pending:
+                log.warning(
+                    "too many changes waiting to be announced to site %r; %s dropped",
+                    site, mailbox.address,
+                )  # fmt: skip
+                continue
+            pending[key] = mailbox
+            running = self._flush.get(site)
+            if running is None or running.done():
+                task = asyncio.get_running_loop().create_task(self._send_later(site))
+                self._flush[site] = task
 
-    async def _send_later(self) -> None:
-        await asyncio.sleep(self.delay)
-        batch, self._pending = list(self._pending.values()), {}
-        results = await self.tell_all(batch)
-        for site, result in results.items():
+    async def _send_later(self, site: str) -> None:
+        """Send `site` what is pending for it, until nothing is: a change announced while a
+        call is under way goes in the next one, and a slow site delays only its own."""
+        pending = self._pending[site]
+        while pending:
+            await asyncio.sleep(self.delay)
+            batch = list(pending.values())
+            pending.clear()
+            result = (await self._tell(site, batch)) if batch else {"status": "told"}
             if result.get("status") != "told":
                 log.warning("changes not announced to site %r: %s", site, result.get("message"))
 
@@ -113,20 +125,20 @@ class ChangeFeed:
         """Tell every other site now; per site, what it dropped or why it could not be told."""
         if not mailboxes or self.caller is None:
             return {}
-        caller = self.caller
-        document = {"addresses": [m.address for m in mailboxes]}
-
-        async def tell(site: str) -> dict[str, Any]:
-            try:
-                answer = await caller.post(site, CHANGES_PATH, document, timeout=self.timeout)
-            except SiteUnreachable as exc:
-                return {"status": "unreachable", "message": str(exc)}
-            self.sent += 1
-            dropped = answer.get("dropped")
-            return {"status": "told", "keys": dropped if isinstance(dropped, int) else None}
-
-        results = await asyncio.gather(*(tell(site) for site in self.other_sites))
+        results = await asyncio.gather(*(self._tell(s, mailboxes) for s in self.other_sites))
         return dict(zip(self.other_sites, results))
+
+    async def _tell(self, site: str, mailboxes: Sequence[Mailbox]) -> dict[str, Any]:
+        if self.caller is None:
+            return {"status": "unreachable", "message": "no cluster secret"}
+        document = {"addresses": [m.address for m in mailboxes]}
+        try:
+            answer = await self.caller.post(site, CHANGES_PATH, document, timeout=self.timeout)
+        except SiteUnreachable as exc:
+            return {"status": "unreachable", "message": str(exc)}
+        self.sent += 1
+        dropped = answer.get("dropped")
+        return {"status": "told", "keys": dropped if isinstance(dropped, int) else None}
 
     async def invalidate(self, mailbox: Mailbox) -> dict[str, Any]:
         """Drop `mailbox` here and at every other site, now; a report per site."""
@@ -139,5 +151,5 @@ class ChangeFeed:
         return sites
 
     async def aclose(self) -> None:
-        if self._flush is not None and not self._flush.done():
-            self._flush.cancel()
+        for task in self._flush.values():
+            task.cancel()

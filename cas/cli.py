@@ -147,8 +147,6 @@ def _load_config(path: str, overrides: dict[str, str] | None = None) -> tuple[Si
 
 
 def serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from cas.app import create_app
     from sitemap.model import SecretUnavailable
 
@@ -185,23 +183,17 @@ def serve(args: argparse.Namespace) -> int:
         DirectoryUnavailable,
     ) as exc:
         raise UsageError(f"{args.config}: {exc}") from None
-    config = uvicorn.Config(
+    from cas.serving import node_server
+
+    server = node_server(
         app,
+        settings,
         host=args.host,
         port=args.port,
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        log_level=settings.log_level,
-        log_config=None,  # our handler, so uvicorn's lines carry the request id too
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
-    from cas.serving import DrainingServer
-
-    DrainingServer(
-        config, on_drain=app.state.drain, drain_seconds=settings.shutdown_drain_seconds
-    ).run()
+    server.run()
     return 0
 
 

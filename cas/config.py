@@ -10,6 +10,7 @@ import ssl
 
 import httpx
 
+from cas.breaker_board import BreakerBoard, BreakerPolicy
 from cas.cache.store import CacheStore, open_store
 from cas.errors import ConfigurationError
 from cas.observability import Metrics
@@ -18,16 +19,43 @@ from cas.trust import load_cluster_secret
 from sitemap.model import Sitemap
 
 
-def site_store(settings: Settings, sitemap: Sitemap, site: str, metrics: Metrics) -> CacheStore:
-    """The site's Redis, or an in-process store (with a warning) when none is configured."""
+def breaker_policy(settings: Settings) -> BreakerPolicy:
+    """How the breakers of backends, old servers and peer nodes behave."""
+    return BreakerPolicy(
+        failures=settings.breaker_failures,
+        open_seconds=settings.breaker_open_seconds,
+        max_open_seconds=max(settings.breaker_open_seconds, settings.breaker_max_open_seconds),
+        slow_seconds=settings.breaker_slow_seconds,
+    )
+
+
+def site_store(
+    settings: Settings,
+    sitemap: Sitemap,
+    site: str,
+    metrics: Metrics,
+    board: BreakerBoard | None = None,
+) -> CacheStore:
+    """The site's Redis, or an in-process store (with a warning) when none is configured.
+
+    Redis's breaker sits on `board` (its transitions logged like every dependency's); it keeps
+    its own pace: open after 3 failures, one probe every 5 s.
+    """
     config = sitemap.site(site)
     password = config.redis_password.resolve() if config.redis_password is not None else None
+    breaker = None
+    if board is not None and config.redis:
+        subject = f"Redis of site {site}"
+        breaker = board.breaker(
+            "redis", site, subject, failures=3, open_seconds=5.0, max_open_seconds=5.0
+        )
     try:
         return open_store(
             config.redis,
             password=password,
             timeout_seconds=settings.redis_timeout_seconds,
             observer=metrics,
+            breaker=breaker,
         )
     except ValueError as exc:
         raise ConfigurationError(f"site {site}: redis: {exc}") from None

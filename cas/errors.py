@@ -26,6 +26,7 @@ Two families, kept apart on purpose:
       ├── InvalidFreeBusyViewType       ErrorInvalidFreeBusyViewType  400   500
       ├── Unauthorized                  ErrorAccessDenied             401   401
       │   └── AuthenticationUnavailable ErrorServerBusy               503   503  (directory, keys down)
+      ├── ServerBusy                    ErrorServerBusy               503   503  (too much in flight)
       ├── Throttled                     ErrorServerBusy               429   500  (too many lookups)
       ├── UnknownAddress                ErrorMailRecipientNotFound    404   500  (presence: no such mailbox)
       ├── NoAccess                      ErrorNoFreeBusyAccess         403   500  (presence: level None)
@@ -166,6 +167,14 @@ class Unauthorized(RequestFault):
         self.challenge = challenge
 
 
+class ServerBusy(RequestFault):
+    """The node has as many requests in flight as it takes; try again shortly (or elsewhere)."""
+
+    code = "ErrorServerBusy"
+    http_status = 503
+    soap_status = 503
+
+
 class AuthenticationUnavailable(Unauthorized):
     """Credentials could not be checked: the directory or the token issuer's keys are out of
     reach. Not the caller's fault, and not a refusal: answered 503, so clients retry later
@@ -274,14 +283,43 @@ class MailboxError:
     message: str
     site: str | None = None
     missing: bool = False  # the source says the mailbox's calendar does not exist (cacheable)
+    plain: bool = False  # the message names nothing internal: a client may read it as it is
 
     def __post_init__(self) -> None:
         if self.code not in MAILBOX_ERROR_CODES:
             raise ValueError(f"unknown per-mailbox error code {self.code!r}")
 
+    @property
+    def detail(self) -> str:
+        """The message without the code's standard text: what is particular to this error."""
+        return self.message.removeprefix(MAILBOX_ERROR_CODES[self.code]).strip()
+
     @classmethod
     def of(
-        cls, code: str, detail: str | None = None, site: str | None = None, missing: bool = False
+        cls,
+        code: str,
+        detail: str | None = None,
+        site: str | None = None,
+        missing: bool = False,
+        *,
+        plain: bool = False,
     ) -> MailboxError:
         text = MAILBOX_ERROR_CODES[code]
-        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing)
+        return cls(code, f"{text} {detail}".strip() if detail else text, site, missing, plain)
+
+    def for_client(self, request_id: str) -> MailboxError:
+        """What a client is told: the code's plain reason and the request id (the codecs add
+        the site). The detail (backend URLs, TLS and transport errors, node addresses) stays in
+        the node's log under that request id; only the address a client asked about and plain
+        reasons such as a deadline are repeated back."""
+        text = MAILBOX_ERROR_CODES[self.code]
+        if self.plain or self.code in CLIENT_DETAIL_CODES:
+            text = self.message
+        elif self.missing:
+            text = f"{text} The mailbox's calendar does not exist."
+        shown = f"{text} (request {request_id})"
+        return MailboxError(self.code, shown, self.site, self.missing, plain=True)
+
+
+# Codes whose detail is only what the client sent (the address it asked about).
+CLIENT_DETAIL_CODES = frozenset({"ErrorMailRecipientNotFound", "ErrorNoFreeBusyAccess"})

@@ -71,6 +71,7 @@ class RequestCountMiddleware:
 
 
 ROUTES = ("local", "remote", "legacy", "unknown")
+BREAKER_LEVELS = {"closed": 0, "half-open": 1, "open": 2}
 FORWARD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -137,6 +138,35 @@ class Metrics:
             "The Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
             registry=r,
         )
+        self.breaker_state = Gauge(
+            "cas_breaker_state",
+            "Each dependency's circuit breaker (kind: caldav, oldserver, peer, redis; target: "
+            "its site or node): 0 closed, 1 half-open, 2 open.",
+            ["kind", "target"],
+            registry=r,
+        )
+        self.breaker_transitions = Counter(
+            "cas_breaker_transitions",
+            "Circuit breaker transitions, by dependency and the state entered.",
+            ["kind", "target", "state"],
+            registry=r,
+        )
+        self.overload_refusals = Counter(
+            "cas_overload_refusals",
+            "Requests answered 503 because the node had too many in flight.",
+            registry=r,
+        )
+        self.connections_dropped = Counter(
+            "cas_connections_dropped",
+            "Client connections closed or refused by the node: idle (no request in time), "
+            "headers (not complete in time), too-many (past max_connections).",
+            ["reason"],
+            registry=r,
+        )
+        self.requests_in_flight = Gauge(
+            "cas_requests_in_flight", "Requests being served now (health probes excepted).",
+            registry=r,
+        )  # fmt: skip
         self.throttled = Counter(
             "cas_throttled",
             "Requests refused because their requester asked for too much, by front door.",
@@ -192,7 +222,18 @@ class Metrics:
         self.redis_errors.labels(kind=kind).inc()
 
     def breaker(self, state: str) -> None:
-        self.redis_breaker.set({"closed": 0, "half-open": 1, "open": 2}.get(state, 2))
+        self.redis_breaker.set(BREAKER_LEVELS.get(state, 2))
+
+    # breakers and connections
+    def breaker_known(self, kind: str, target: str) -> None:
+        self.breaker_state.labels(kind=kind, target=target).set(0)
+
+    def breaker_transition(self, kind: str, target: str, state: str) -> None:
+        self.breaker_state.labels(kind=kind, target=target).set(BREAKER_LEVELS.get(state, 2))
+        self.breaker_transitions.labels(kind=kind, target=target, state=state).inc()
+
+    def connection_dropped(self, reason: str) -> None:
+        self.connections_dropped.labels(reason=reason).inc()
 
     # limits and throttling
     def throttle(self, endpoint: str) -> None:

@@ -114,7 +114,9 @@ def _route(
             return Route(query, mailbox, target)
         detail = f"No {mailbox.kind} backend is configured for site {site!r}."
         return Route(
-            query, mailbox, error=MailboxError.of("ErrorFreeBusyGenerationFailed", detail, site)
+            query,
+            mailbox,
+            error=MailboxError.of("ErrorFreeBusyGenerationFailed", detail, site, plain=True),
         )
     there = mailbox.site
     if hop >= hop_limit:
@@ -122,7 +124,7 @@ def _route(
             f"Mailbox lives in site {there!r}, not in {site!r} which this forwarded "
             f"request was sent to; the hop limit ({hop_limit}) stops it here."
         )
-        return Route(query, mailbox, error=MailboxError.of(PROXY_FAILED, detail, there))
+        return Route(query, mailbox, error=MailboxError.of(PROXY_FAILED, detail, there, plain=True))
     target = site_target(there)
     if target in targets:
         return Route(query, mailbox, target)
@@ -130,4 +132,4 @@ def _route(
         f"Mailbox lives in site {there!r}; this node serves {site!r} and "
         "cross-site forwarding is not configured (no cluster secret)."
     )
-    return Route(query, mailbox, error=MailboxError.of(PROXY_FAILED, detail, there))
+    return Route(query, mailbox, error=MailboxError.of(PROXY_FAILED, detail, there, plain=True))

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Mapping, Sequence
 
 from cas.cache.cached import CachedSource
-from cas.errors import MailboxError
+from cas.errors import CLIENT_DETAIL_CODES, MailboxError
 from cas.model.ask import Ask
 from cas.model.availability import AvailabilityRequest, MailboxResult
 from cas.model.permissions import PermissionPolicy
@@ -89,7 +89,29 @@ class AvailabilityService:
             if mailbox is not None and mailbox.site == self.site:
                 access = self.permissions.access(mailbox, ask.requester)
                 results[position] = project(results[position], access, self.site)
-        return results
+        return results if ask.hop > 0 else self._for_client(plan, results, ask)
+
+    def _for_client(
+        self, plan: Plan, results: list[MailboxResult], ask: Ask
+    ) -> list[MailboxResult]:
+        """Per-mailbox errors as a client sees them (`MailboxError.for_client`); each distinct
+        detail is logged once per request, with how many mailboxes it cost."""
+        details: dict[tuple[str, str, str | None], list[str]] = {}
+        shown: list[MailboxResult] = []
+        for route, result in zip(plan.routes, results, strict=True):
+            if isinstance(result, MailboxError):
+                details.setdefault((result.code, result.message, result.site), []).append(
+                    route.query.address
+                )
+                result = result.for_client(ask.request_id)
+            shown.append(result)
+        for (code, message, site), addresses in details.items():
+            if code not in CLIENT_DETAIL_CODES:
+                log.info(
+                    "%d mailbox(es) of site %s answered %s (first %s): %s",
+                    len(addresses), site or "-", code, addresses[0], message,
+                )  # fmt: skip
+        return shown
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:
         """The current version of each of this site's mailboxes (None: not known), confirmed
@@ -114,9 +136,10 @@ class AvailabilityService:
 
     def drop_locally(self, address: str) -> None:
         """Another node of the site dropped a mailbox: drop this node's first-level copies."""
+        mailbox = self.sitemap.lookup(address) or Mailbox(address, self.site)
         for source in self.sources.values():
             if isinstance(source, CachedSource):
-                source.drop_locally(address)
+                source.drop_locally(mailbox)
 
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop what this node's caches hold of `mailbox`: its site's entries when the site is

@@ -186,6 +186,59 @@ class Settings:
         POSITIVE_SECONDS,
         "Bound on every Redis call; past it the cache counts as unavailable.",
     )
+    breaker_failures: int = setting(
+        5,
+        POSITIVE_INT,
+        "Failures or timeouts in a row (each mailbox of a failed batch counts) that open the "
+        "breaker of a backend, old server or other site's node.",
+    )
+    breaker_open_seconds: float = setting(
+        5.0,
+        POSITIVE_SECONDS,
+        "How long an open breaker answers at once before one probe; each failed probe adds "
+        "this much again.",
+    )
+    breaker_max_open_seconds: float = setting(
+        60.0,
+        POSITIVE_SECONDS,
+        "Longest wait between probes of a dependency that stays down.",
+    )
+    breaker_slow_seconds: float = setting(
+        3.0,
+        POSITIVE_SECONDS,
+        "A backend or old-server call unanswered after this counts as failed for its breaker "
+        "(the answer is still awaited until the deadline).",
+    )
+    http_idle_timeout_seconds: float = setting(
+        10.0,
+        POSITIVE_SECONDS,
+        "A client connection that sends no request within this (TLS handshake included) is closed.",
+    )
+    http_keepalive_seconds: float = setting(
+        5.0, POSITIVE_SECONDS, "An idle kept-alive connection is closed after this."
+    )
+    http_header_timeout_seconds: float = setting(
+        10.0,
+        POSITIVE_SECONDS,
+        "A request's line and headers must arrive within this of its first byte, or the "
+        "connection is closed.",
+    )
+    http_body_timeout_seconds: float = setting(
+        30.0,
+        POSITIVE_SECONDS,
+        "A request body must arrive within this, or the request is answered 408.",
+    )
+    max_connections: int = setting(
+        1000,
+        POSITIVE_INT,
+        "Most client connections open at once; one more is answered 503 and closed.",
+    )
+    max_requests_in_flight: int = setting(
+        200,
+        POSITIVE_INT,
+        "Most requests served at once; past it, 503 with Retry-After (health probes and "
+        "metrics excepted).",
+    )
     admin_token_file: str = setting(
         "",
         PATH,

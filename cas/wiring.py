@@ -4,10 +4,11 @@
 reload. It assembles, for the node's site:
 
 * the site's own sources from the table of built-in kinds (`cas.sources.registry`), or the
-  readers a test injects, each wrapped in the cache with day pieces;
-* one source per other site (`PeerSite`, through the `Forwarder`) when the node has the
-  cluster secret, each wrapped in the cache with exact answers per requester (unless
-  `remote_cache_seconds` is 0);
+  readers a test injects, each behind its breaker (`GuardedSource`, with the breaker from the
+  node's `BreakerBoard`, which outlives reloads) and wrapped in the cache with day pieces;
+* one source per other site (`PeerSite`, through the `Forwarder`, whose nodes have their own
+  breakers on the board) when the node has the cluster secret, each wrapped in the cache
+  with exact answers per requester (unless `remote_cache_seconds` is 0);
 * the availability service over them, with the permission policy of the site map
   (`cas.model.permissions`), Autodiscover, and the authenticator.
 
@@ -23,6 +24,7 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from cas.autodiscover import AutodiscoverService
+from cas.breaker_board import BreakerBoard
 from cas.cache.cached import CachedSource, CachePolicy
 from cas.cache.keys import DayPieces, ExactAnswers
 from cas.cache.store import CacheStore
@@ -34,8 +36,9 @@ from cas.routing import local_target, site_target
 from cas.runtime import Runtime
 from cas.service import AvailabilityService
 from cas.settings import Settings
-from cas.sources.base import MailboxReader, ReaderSource, Source
+from cas.sources.base import MailboxReader, ReaderSource, Source, source_label
 from cas.sources.gate import Gate
+from cas.sources.guarded import GuardedSource
 from cas.sources.peers import Forwarder, PeerSite
 from cas.sources.registry import local_sources
 from cas.sources.signed import SiteCaller
@@ -106,14 +109,20 @@ def runtime_builder(
     client: httpx.AsyncClient,
     metrics: Metrics,
     store: CacheStore,
+    board: BreakerBoard,
     cache_injected: bool = False,
 ) -> Callable[[Sitemap, Runtime | None], Runtime]:
     """A function that builds one configuration generation from a sitemap (see above)."""
 
+    def guarded(source: Source) -> Source:
+        subject = f"{source_label(source.name)} of site {site}"
+        breaker = board.breaker(source.name, site, subject)
+        return GuardedSource(source, breaker, slow_seconds=settings.breaker_slow_seconds)
+
     def cached(kind: str, source: Source) -> Source:
         keys = DayPieces(site)
-        watched(source)
-        return CachedSource(source, store, keys, local_rules(settings, kind), metrics=metrics)
+        inner = guarded(watched(source))
+        return CachedSource(inner, store, keys, local_rules(settings, kind), metrics=metrics)
 
     def watched(source: Source) -> Source:
         """The source, with the calls at its backend shown in metrics (its `Gate`)."""
@@ -133,7 +142,9 @@ def runtime_builder(
                 )
                 for kind, reader in injected.items()
             }
-            return {kind: cached(kind, s) for kind, s in made.items()} if cache_injected else made
+            if cache_injected:
+                return {kind: cached(kind, s) for kind, s in made.items()}
+            return {kind: guarded(s) for kind, s in made.items()}
         if previous is not None and _same_backends(previous.sitemap.site(site), config):
             return previous.local
         return {kind: cached(kind, s) for kind, s in local_sources(config, settings).items()}
@@ -152,6 +163,7 @@ def runtime_builder(
             client,
             secrets,
             metrics=metrics,
+            breakers=board,
             attempts=settings.forward_attempts,
             max_response_bytes=settings.max_peer_response_bytes,
             vouch_groups=permissions.relevant_groups,

@@ -46,6 +46,12 @@ def _add_lab(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="add this round-trip delay between nodes and their CalDAV server (default 0)",
     )
     p.add_argument(
+        "--no-restart",
+        dest="restart",
+        action="store_false",
+        help="leave a part that dies down instead of starting it again (to watch failover)",
+    )
+    p.add_argument(
         "--no-push",
         dest="push",
         action="store_false",
@@ -140,6 +146,7 @@ def lab(args: argparse.Namespace) -> int:
             state_dir=args.state_dir,
             duration=args.duration,
             backend_delay_ms=args.backend_delay_ms,
+            restart=args.restart,
             push=args.push,
         )
     )

@@ -40,6 +40,12 @@ class ManagedProcess:
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def returncode(self) -> int | None:
+        """How the process ended (negative: the signal that killed it); None while it runs
+        or after `stop`, which forgets it: so a number means it died on its own."""
+        return self._process.poll() if self._process is not None else None
+
     def log_tail(self, chars: int = 2000) -> str:
         """The last `chars` characters of the log; empty if there is no log yet."""
         try:

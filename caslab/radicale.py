@@ -89,6 +89,11 @@ class RadicaleServer:
         return self._process.pid
 
     @property
+    def returncode(self) -> int | None:
+        """How the process ended by itself (None while it runs, or once stopped)."""
+        return self._process.returncode
+
+    @property
     def running(self) -> bool:
         return self._process.running
 
@@ -104,7 +109,8 @@ class RadicaleServer:
         (self.folder / "collections").mkdir(exist_ok=True)
         self._write_users()
         self._write_rights()
-        attempts = 1 if self._fixed_port is not None else 3
+        # A first start may retry on other free ports; a restart must keep its port.
+        attempts = 1 if self._fixed_port is not None or self.port is not None else 3
         self._process.start_retrying(self._launch, attempts, clean_up=self._reap)
         return self
 
@@ -129,7 +135,10 @@ class RadicaleServer:
     # --- internals -------------------------------------------------------------------------
 
     def _launch(self, attempt: int) -> None:
-        self.port = self._fixed_port or free_port(self.host)
+        if attempt > 0:
+            self.port = None  # the free port chosen was taken meanwhile
+        # A restart keeps the port it had: the sitemap names it.
+        self.port = self._fixed_port or self.port or free_port(self.host)
         self._write_config()
         self._process.spawn(
             radicale_command(self.folder / "config"), cwd=self.folder, env=radicale_environment()

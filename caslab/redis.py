@@ -120,6 +120,11 @@ class RedisProcess:
         return self._process.pid
 
     @property
+    def returncode(self) -> int | None:
+        """How the process ended by itself (None while it runs, or once stopped)."""
+        return self._process.returncode
+
+    @property
     def running(self) -> bool:
         return self._process.running
 

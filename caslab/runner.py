@@ -66,6 +66,7 @@ class LabOptions:
     state_dir: str | None = None
     duration: float | None = None
     backend_delay_ms: int = 0
+    restart: bool = True  # a part that dies is started again (caslab.keeper)
     push: bool = True  # Radicale's storage hook pushes every write to the site's nodes
 
 
@@ -103,6 +104,9 @@ class NodeProcess:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    site: str = ""
+    index: int = 0
+    port: int = 0
 
 
 class LabError(Exception):
@@ -210,7 +214,7 @@ class Lab:
         self.sitemap_path = write_sitemap(self)
         for site in self.sites:
             for index, port in enumerate(site.node_ports):
-                self._start_node(site.name, index, port)
+                self.nodes.append(self._start_node(site.name, index, port))
         self._wait_for_nodes()
         manifest = manifest_document(self)
         path = self.manifest_path
@@ -299,7 +303,16 @@ class Lab:
             every += records
         self.dns.set_srv(f"_autodiscover._tcp.{DOMAIN}", every, ttl=30)
 
-    def _start_node(self, site: str, index: int, port: int) -> None:
+    def restart_node(self, name: str) -> NodeProcess:
+        """Start the node `name` again on its port (after it died); the new process."""
+        old = next(node for node in self.nodes if node.name == name)
+        if old.process.poll() is None:
+            raise LabError(f"node {name} is still running")
+        new = self._start_node(old.site, old.index, old.port)
+        self.nodes[self.nodes.index(old)] = new
+        return new
+
+    def _start_node(self, site: str, index: int, port: int) -> NodeProcess:
         name = self.topology.site(site).nodes[index].name
         log_path = self.root / "logs" / f"{name}.log"
         log_path.parent.mkdir(exist_ok=True)
@@ -311,7 +324,8 @@ class Lab:
         ]  # fmt: skip
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        self.nodes.append(NodeProcess(name, f"https://127.0.0.1:{port}", process, log_path))
+        url = f"https://127.0.0.1:{port}"
+        return NodeProcess(name, url, process, log_path, site, index, port)
 
     def _wait_for_nodes(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT

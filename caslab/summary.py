@@ -191,6 +191,7 @@ def print_summary(
         ),
         f"manifest:       {manifest_path}",
         f"logs:           {state / 'logs'} ({kept})",
+        f"processes:      {state / 'parts.json'} (each part's PID, to stop or pause one)",
     ]
     for line in lines:
         console.print(line, soft_wrap=True)
@@ -198,5 +199,9 @@ def print_summary(
     for command in paste_commands(manifest, manifest_path, cas=cas_executable()):
         console.print(f"\n# {command.title}", soft_wrap=True)
         console.print(command.text, soft_wrap=True, markup=False)
-    console.print("\nThe lab prints one line per failure it sees in a node's log. Ctrl-C stops it.")
+    console.print(
+        "\nThe lab prints one line per failure it sees in a node's log, each breaker change "
+        "once, and one line when a part dies (it is restarted). Ctrl-C stops it.",
+        soft_wrap=True,
+    )
     out.flush()

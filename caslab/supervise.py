@@ -1,8 +1,10 @@
 """Running a lab until it is told to stop: the summary, the commentary, and the stop.
 
 `run_lab(options)` starts a `Lab` (`caslab.runner`), prints where everything is and commands
-to paste (`caslab.summary`), prints a line for each failure a node logs (`caslab.watch`), and
-runs until Ctrl-C, SIGTERM or `--duration`; then it stops every part.
+to paste (`caslab.summary`), prints a line for each failure a node logs and each breaker
+transition once (`caslab.watch`), restarts a part that dies (`caslab.keeper`, or leaves it
+down with `--no-restart`), and runs until Ctrl-C, SIGTERM or `--duration`; then it stops every
+part.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import signal
 import sys
 import time
 
+from caslab.keeper import Keeper, lab_parts, write_parts_file
 from caslab.oldserver.process import LegacyServerError
 from caslab.radicale import RadicaleError
 from caslab.redis import RedisProcessError
@@ -39,18 +42,18 @@ def run_lab(options: LabOptions) -> int:
             print(f"cas lab: {exc}", file=sys.stderr)
             return 1
         watcher = LogWatcher([Followed(n.name, n.log) for n in lab.nodes], say)
+        parts = lab_parts(lab)
+        parts_file = lab.root / "parts.json"
+        write_parts_file(parts_file, parts)
+        keeper = Keeper(
+            parts, say, restart=options.restart,
+            on_restart=lambda: write_parts_file(parts_file, parts),
+        )  # fmt: skip
         print_summary(manifest, lab.manifest_path, lab.root, state_kept=not lab.temporary)
         watcher.start()
         deadline = None if options.duration is None else time.monotonic() + options.duration
         while deadline is None or time.monotonic() < deadline:
-            for node in lab.nodes:
-                if node.process.poll() is not None:
-                    print(
-                        f"cas lab: node {node.name} ({node.url}) exited "
-                        f"(status {node.process.returncode}); see {node.log}",
-                        file=sys.stderr,
-                    )
-                    return 1
+            keeper.check()
             time.sleep(0.2)
         return 0
     except KeyboardInterrupt:

@@ -19,10 +19,9 @@ from urllib.parse import urlsplit
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
 
-from sitemap._checks import (
-    Fields,
+from sitemap._checks import Fields, Report, section
+from sitemap._values import (
     Invalid,
-    Report,
     as_flag,
     as_positive_int,
     as_positive_number,
@@ -30,7 +29,6 @@ from sitemap._checks import (
     as_url,
     describe,
     resolve_path,
-    section,
 )
 from sitemap.model import (
     DEFAULT_ANONYMOUS_DOORS,

@@ -12,16 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sitemap._auth import as_attribute, as_dn, ldap_filter
-from sitemap._checks import (
-    Fields,
-    Invalid,
-    Report,
-    as_positive_number,
-    as_text,
-    describe,
-    resolve_path,
-    section,
-)
+from sitemap._checks import Fields, Report, section
+from sitemap._values import Invalid, as_positive_number, as_text, describe, resolve_path
 from sitemap.model import LdapDirectoryConfig
 
 DIRECTORY_FIELDS = (

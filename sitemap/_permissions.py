@@ -31,18 +31,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sitemap._checks import (
-    TOP,
-    Fields,
-    Invalid,
-    Report,
-    SitemapError,
-    as_flag,
-    as_text,
-    describe,
-    resolve_path,
-    section,
-)
+from sitemap._checks import TOP, Fields, Report, SitemapError, section
+from sitemap._values import Invalid, as_flag, as_text, describe, resolve_path
 from sitemap._yaml import read_yaml
 from sitemap.model import (
     DEFAULT_LEVEL,

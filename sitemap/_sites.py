@@ -12,10 +12,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from sitemap._checks import (
-    Fields,
+from sitemap._checks import Fields, Report, no_repeats
+from sitemap._values import (
     Invalid,
-    Report,
     as_clock,
     as_ip,
     as_non_negative_int,
@@ -31,7 +30,6 @@ from sitemap._checks import (
     as_weekday,
     as_zone,
     describe,
-    no_repeats,
     resolve_path,
 )
 from sitemap.model import (

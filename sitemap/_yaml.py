@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from sitemap._checks import Problem, SitemapError, describe
+from sitemap._checks import Problem, SitemapError
+from sitemap._values import describe
 
 
 class _Loader(yaml.SafeLoader):

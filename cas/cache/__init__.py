@@ -1,9 +1,10 @@
-"""The site cache: storage (`store`), its circuit breaker (`breaker`), and what is stored
-(`pieces`) under which freshness rules (`freshness`). This package re-exports the storage API."""
+"""The site cache: storage (`store`, whose Redis sits behind a `cas.breaker.CircuitBreaker`),
+and what is stored (`pieces`) under which freshness rules (`freshness`). This package
+re-exports the storage API."""
 
 from __future__ import annotations
 
-from cas.cache.breaker import BreakerState, CircuitBreaker
+from cas.breaker import BreakerState, CircuitBreaker
 from cas.cache.store import (
     CacheStore,
     CacheUnavailable,

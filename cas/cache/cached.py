@@ -91,7 +91,7 @@ class CachedSource:
         self.metrics = metrics
         self.shelf = Shelf(
             store, keys, ttl_seconds=rules.ttl, local_seconds=rules.local_seconds,
-            local_entries=rules.local_entries,
+            local_entries=rules.local_entries, clock=clock,
         )  # fmt: skip
         self.flights = Flights(
             inner, self.shelf, keys,
@@ -179,7 +179,8 @@ class CachedSource:
         if isinstance(result, MailboxError) and usable and not result.missing:
             assert stale is not None
             self._count("stale")
-            log.warning(
+            # A debug line: the source's breaker logs its outage once, not once per mailbox.
+            log.debug(
                 "source failed for %s, serving stale data: %s", mailbox.address, result.message
             )
             return self._label(stale, "stale-cache", now)
@@ -294,11 +295,12 @@ class CachedSource:
         drop their first-level copies; how many store keys went."""
         return await self.shelf.forget(mailbox)
 
-    def drop_locally(self, address: str) -> None:
-        self.shelf.drop_mailbox_locally(address)
+    def drop_locally(self, mailbox: Mailbox) -> None:
+        self.shelf.drop_mailbox_locally(mailbox)
 
     async def aclose(self) -> None:
         self.flights.cancel()
+        self.shelf.cancel()
         await self.inner.aclose()
 
     def _count(self, what: str, n: int = 1) -> None:

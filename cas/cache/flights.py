@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from cas.cache.keys import Entry, KeyPolicy
-from cas.cache.shelf import Found, Shelf
+from cas.cache.shelf import DROP_SKEW_SECONDS, Found, Shelf
 from cas.cache.store import CacheUnavailable
 from cas.errors import MailboxError
 from cas.model.ask import Ask
@@ -181,6 +181,7 @@ class Flights:
             deadline=time.monotonic() + self.fetch_timeout,
             timeout_seconds=self.fetch_timeout,
         )
+        began = self.clock()
         try:
             async with asyncio.timeout(self.fetch_timeout):
                 results = await self.inner.fetch(mailboxes, wider)
@@ -196,7 +197,8 @@ class Flights:
                 read_at = result.freshness.version if result.freshness is not None else None
                 tag = versions.get(key_of(mailbox)) or read_at
                 items, entry = self.keys.shape(mailbox, ask, result, now, tag)
-                writes += items
+                if not self.shelf.changed_after(mailbox.address, _read_at(began, entry)):
+                    writes += items  # else it may predate a change: answered, not kept
                 result = self._fresh(entry, result)
             elif result.missing:
                 await self.shelf.remember_missing(mailbox, self.negative_ttl)
@@ -217,3 +219,12 @@ class Flights:
     def cancel(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+
+
+def _read_at(began: float, entry: Entry) -> float:
+    """When the data was read, for comparing with drops: when this read began, or, for an
+    answer another site vouched for before that (its own cached copy), that time on the other
+    site's clock, taken as early as the clock skew allows."""
+    if entry.vouched_at >= began:
+        return began
+    return entry.vouched_at - DROP_SKEW_SECONDS

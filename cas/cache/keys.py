@@ -155,9 +155,9 @@ class ExactAnswers:
 
     def __init__(self, site: str) -> None:
         self.site = site
-        # Copies are not kept in a node's first level, but dropping them is announced on the
-        # site's channel too, so every node of the site hears of other sites' changes
-        # (presence follows the channel: cas.presence.hub).
+        # copies are not kept in a node's first level, but a drop must reach every node of
+        # the site all the same, so none keeps what it reads from before the change, and
+        # presence follows the channel (cas.presence.hub)
         self.channel: str | None = p.forgotten_channel(site)
 
     def _key(self, mailbox: Mailbox, ask: Ask) -> str:

@@ -5,13 +5,21 @@ whole batch, decoded values kept in process for `local_seconds` (so a repeated l
 round trip; another node's write or an invalidation elsewhere is seen within that time), and
 negative entries for calendars that do not exist. The store failing (`CacheUnavailable`) reads
 as a miss and writes nothing; invalidation reports it.
+
+A drop is remembered for a while (`changed_after`): a read that began before a mailbox was
+dropped here, or an answer another site vouched for before that, may hold what the owner no
+longer has, so it is answered but not kept. Without that, a read in flight while a change
+arrives, or a peer still serving its one-second first level, would store the old data again,
+to be served until it expires. For the same reason a drop is done once more half a second
+later: a node of the site that had not yet heard of it may have written its read back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from cas.cache.keys import Entry, KeyPolicy
@@ -19,6 +27,9 @@ from cas.cache.store import CacheStore, CacheUnavailable
 from cas.model.ask import Ask
 from cas.sources.base import key_of
 from sitemap.model import Mailbox
+
+DROP_SKEW_SECONDS = 0.5  # another site's clock may differ from this node's by this much
+DROP_AGAIN_SECONDS = 0.5  # a drop is repeated this much later (see `forget`)
 
 Found = dict[str, tuple[Entry | None, bool]]  # by mailbox key: entry (None: incomplete), any part
 
@@ -32,7 +43,11 @@ class Shelf:
         ttl_seconds: float,
         local_seconds: float,
         local_entries: int = 20_000,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self.clock = clock
+        self._dropped: OrderedDict[str, float] = OrderedDict()  # address -> when last dropped
+        self._again: set[asyncio.Task[None]] = set()
         self.store = store
         self.keys = keys
         self.ttl_seconds = ttl_seconds
@@ -133,19 +148,48 @@ class Shelf:
     async def forget(self, mailbox: Mailbox) -> int:
         """Drop everything kept of a mailbox; how many store keys went. `CacheUnavailable`
         passes: the caller reports that nothing could be dropped."""
-        self.drop_mailbox_locally(mailbox.address)
+        self.drop_mailbox_locally(mailbox)
         dropped = 0
         for prefix in self.keys.prefixes(mailbox):
             dropped += await self.store.delete_matching(prefix)
         if self.keys.channel is not None:
             await self.store.publish(self.keys.channel, mailbox.address)
+        task = asyncio.get_running_loop().create_task(self._drop_again(mailbox))
+        self._again.add(task)
+        task.add_done_callback(self._again.discard)
         return dropped
 
-    def drop_mailbox_locally(self, address: str) -> None:
-        """Forget this node's first-level copies of a mailbox (another node dropped it)."""
-        prefixes = self.keys.prefixes(Mailbox(address, ""))
-        for key in [k for k in self._memo if k.startswith(tuple(prefixes))]:
+    async def _drop_again(self, mailbox: Mailbox) -> None:
+        """The drop once more, a moment later: another node of the site whose read was under
+        way may have written it back before it heard of the drop."""
+        await asyncio.sleep(DROP_AGAIN_SECONDS)
+        try:
+            for prefix in self.keys.prefixes(mailbox):
+                await self.store.delete_matching(prefix)
+        except CacheUnavailable:
+            pass  # the first drop was reported; this one is only a safety net
+
+    def cancel(self) -> None:
+        for task in list(self._again):
+            task.cancel()
+
+    def drop_mailbox_locally(self, mailbox: Mailbox) -> None:
+        """Forget this node's first-level copies of a mailbox (it changed, or another node of
+        the site dropped it), and remember when (`changed_after`)."""
+        address = mailbox.address.casefold()
+        self._dropped[address] = self.clock()
+        self._dropped.move_to_end(address)
+        while len(self._dropped) > self.local_entries:
+            self._dropped.popitem(last=False)
+        prefixes = tuple(self.keys.prefixes(mailbox))
+        for key in [k for k in self._memo if k.startswith(prefixes)]:
             del self._memo[key]
+
+    def changed_after(self, address: str, since: float) -> bool:
+        """Was the mailbox dropped here at or after `since`? Data read or vouched for at `since`
+        may then be older than the change: not to be kept."""
+        dropped = self._dropped.get(address.casefold())
+        return dropped is not None and dropped >= since
 
     def _memo_get(self, key: str) -> Any:
         entry = self._memo.get(key)

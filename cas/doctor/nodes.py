@@ -12,6 +12,9 @@ that names the host but not the pod address passes here exactly when forwarding 
 * `trust`: a `ConvertId` (the EWS version probe) signed with the cluster secret the way
   `cas.sources.peers` signs a forwarded request; 200 means the node accepts this cluster's
   signature, 401/403 that it does not (and why, in the node's words).
+* `breakers`: what the node's own breakers say of its dependencies (its backend, old server,
+  Redis, the other sites' nodes), from `/healthz` as JSON: fails while any is open, naming it,
+  how long it has been down and its last failure.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class NodeProbes:
         found.append(Check(node.site, "version", target, lambda: self.version(node)))
         if self.secret is not None:
             found.append(Check(node.site, "trust", target, lambda: self.trust(node)))
+        found.append(Check(node.site, "breakers", target, lambda: self.breakers(node)))
         return found
 
     # --- TLS --------------------------------------------------------------------------------
@@ -202,6 +206,29 @@ class NodeProbes:
             )
         ours = "" if version == __version__ else f" (this doctor: {__version__})"
         return passed(f"cas {version}{ours}, serving site {site}")
+
+    async def breakers(self, node: NodeTarget) -> Outcome:
+        try:
+            response = await self._get(node, "/healthz", Accept="application/json")
+        except httpx.HTTPError as exc:
+            return failed(describe_error(exc))
+        try:
+            rows = response.json()["breakers"]
+            states = [(str(r["kind"]), str(r["target"]), str(r["state"])) for r in rows]
+        except (ValueError, KeyError, TypeError):
+            return passed("it does not report its breakers (an older node)")
+        down = [r for r, (_, _, state) in zip(rows, states) if state != "closed"]
+        if not down:
+            return passed(
+                f"all {len(states)} closed: " + ", ".join(f"{k}:{t}" for k, t, _ in states)
+            )
+        return failed(
+            "; ".join(
+                f"{r['subject']} is {r['state']} (down {float(r['down_seconds']):.0f}s, "
+                f"last: {r['last_failure'] or '?'})"
+                for r in down
+            )
+        )
 
     def _signing_site(self, target: str) -> str:
         return next((name for name in self.sites if name != target), target)

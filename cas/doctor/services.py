@@ -34,7 +34,8 @@ from cas.codecs.public_freebusy import (
 from cas.doctor.run import Check, Outcome, failed, passed
 from cas.doctor.words import describe_error, within
 from cas.model.freebusy import Window
-from cas.sources.caldav import CTAG_PROPFIND, CalDavBackend
+from cas.sources.caldav import CalDavBackend
+from cas.sources.davxml import CTAG_PROPFIND
 from sitemap.model import CalDavBackendConfig, Mailbox, SecretRef, SecretUnavailable, Site
 
 __all__ = ["backend_client", "caldav_check", "legacy_check", "redis_check"]

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cas.codecs.json_api import parse_availability_request, render_availability_response
-from cas.endpoints.body import read_body
+from cas.endpoints.body import BODY_READ_TIMEOUT_SECONDS, read_body
 from cas.errors import InvalidValue, RequestFault, Unauthorized
 from cas.model.availability import Limits, check_limits
 from cas.observability import current_request_id
@@ -49,6 +49,7 @@ class ApiEndpoints:
         max_body_bytes: int,
         admin_token: str | None,
         throttle: Throttle | None = None,
+        body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
     ) -> None:
         self.runtime = runtime
         self.site = site
@@ -56,11 +57,13 @@ class ApiEndpoints:
         self.max_body_bytes = max_body_bytes
         self.admin_token = admin_token
         self.throttle = throttle
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def availability(self, request: Request) -> Response:
         runtime = self.runtime()
         requester = await runtime.authenticator.authenticate(request, "api")
-        parsed = parse_availability_request(await read_body(request, self.max_body_bytes))
+        body = await read_body(request, self.max_body_bytes, self.body_timeout_seconds)
+        parsed = parse_availability_request(body)
         check_limits(parsed, self.limits)
         if self.throttle is not None:
             address = request.client.host if request.client else None
@@ -84,7 +87,7 @@ class ApiEndpoints:
     async def invalidate(self, request: Request) -> Response:
         self._check_admin(request)
         try:
-            doc = json.loads(await read_body(request, MAX_ADMIN_BODY))
+            doc = json.loads(await read_body(request, MAX_ADMIN_BODY, self.body_timeout_seconds))
         except ValueError:
             raise InvalidValue('The body must be JSON: {"addresses": [...]}') from None
         addresses = doc.get("addresses") if isinstance(doc, dict) else None

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cas.codecs import autodiscover as ad
-from cas.endpoints.body import read_body
+from cas.endpoints.body import BODY_READ_TIMEOUT_SECONDS, read_body
 from cas.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,17 @@ class AutodiscoverEndpoints:
         runtime: Callable[[], Runtime],
         *,
         node_name: str | None = None,
+        body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
     ) -> None:
         self.runtime = runtime
         self.node_name = node_name or socket.gethostname()
+        self.body_timeout_seconds = body_timeout_seconds
 
     async def soap(self, request: Request) -> Response:
         runtime = self.runtime()
         await runtime.authenticator.authenticate(request, "autodiscover")
-        parsed = ad.parse_get_user_settings(await read_body(request, MAX_AUTODISCOVER_BODY))
+        body = await read_body(request, MAX_AUTODISCOVER_BODY, self.body_timeout_seconds)
+        parsed = ad.parse_get_user_settings(body)
         service = runtime.autodiscover
         answers = [await service.answer(address) for address in parsed.mailboxes]
         return Response(ad.render_get_user_settings(parsed, answers), media_type=XML)
@@ -48,7 +51,8 @@ class AutodiscoverEndpoints:
         now = datetime.datetime.now(datetime.UTC)
         runtime = self.runtime()
         await runtime.authenticator.authenticate(request, "autodiscover")
-        parsed = ad.parse_pox_request(await read_body(request, MAX_AUTODISCOVER_BODY))
+        body = await read_body(request, MAX_AUTODISCOVER_BODY, self.body_timeout_seconds)
+        parsed = ad.parse_pox_request(body)
         service = runtime.autodiscover
         if parsed.email is not None:
             answer = await service.answer(parsed.email)

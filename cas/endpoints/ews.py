@@ -19,7 +19,7 @@ from starlette.responses import Response
 from cas.codecs import ews
 from cas.codecs.ews.freshness import freshness_summary
 from cas.codecs.ews.memo import decode_availability, decode_envelope
-from cas.endpoints.body import read_body
+from cas.endpoints.body import BODY_READ_TIMEOUT_SECONDS, read_body
 from cas.errors import MailboxError, UnknownOperation
 from cas.model.availability import Limits, check_limits
 from cas.model.projection import Proof, Requester
@@ -58,8 +58,10 @@ class EwsEndpoint:
         max_body_bytes: int,
         year: Callable[[], int],
         throttle: Throttle | None = None,
+        body_timeout_seconds: float = BODY_READ_TIMEOUT_SECONDS,
     ) -> None:
         self.runtime = runtime
+        self.body_timeout_seconds = body_timeout_seconds
         self.trust = trust
         self.limits = limits
         self.max_body_bytes = max_body_bytes
@@ -77,7 +79,7 @@ class EwsEndpoint:
         if token is None:
             requester = await runtime.authenticator.authenticate(request, "ews")
             caller = Caller(requester, address=request.client.host if request.client else None)
-        body = await read_body(request, self.max_body_bytes)
+        body = await read_body(request, self.max_body_bytes, self.body_timeout_seconds)
         if token is not None:
             caller = self.verify_peer(token, request, body)
         soap = decode_envelope(body)

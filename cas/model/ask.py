@@ -5,6 +5,11 @@ are written in), for whom (the requester, whose rights decide what they may see)
 deadline on the monotonic clock) and how the request got here (the hop count and request id).
 The front door builds it once from the parsed request; it travels unchanged to every source,
 the forwarder included, so nothing along the way re-derives the window or the deadline.
+
+A forwarded call passes on a smaller budget (`next_hop_budget`): the time left less a margin
+for the way back. The next node cuts its sources at its own deadline, waits its grace for them,
+writes and sends the answer, and this node reads it, all before this node's deadline; so a
+partial answer (a slow source over there) arrives in time instead of being given up on.
 """
 
 from __future__ import annotations
@@ -17,6 +22,16 @@ from datetime import tzinfo
 from cas.model.availability import AvailabilityRequest, FreeBusyView, MailboxQuery
 from cas.model.freebusy import Window
 from cas.model.projection import Requester
+
+# The margin kept back for the way back of a forwarded call: a share of the time left (a loaded
+# node is slower in every step), at least the minimum. bench/resilience.py measures the trip.
+HOP_MARGIN_MIN_SECONDS = 0.3
+HOP_MARGIN_SHARE = 0.08
+
+
+def hop_margin(left: float) -> float:
+    """What to keep back from `left` seconds for the return trip of a forwarded call."""
+    return max(HOP_MARGIN_MIN_SECONDS, HOP_MARGIN_SHARE * left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +73,11 @@ class Ask:
     def left(self) -> float:
         """Seconds until the deadline (never negative)."""
         return max(0.0, self.deadline - time.monotonic())
+
+    def next_hop_budget(self) -> float:
+        """The budget to give the next node: the time left less the way back (may be <= 0)."""
+        left = self.left()
+        return left - hop_margin(left)
 
     def over(self, window: Window) -> Ask:
         """The same question over another window (a cache reading whole days)."""

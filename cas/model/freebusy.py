@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from cas.model.busy import BUSY_RULES, BUSY_TYPE_OF_DIGIT, BusyType
+from sitemap.model import Mailbox, WorkingHoursSpec
 
 MIN_INTERVAL_MINUTES = 5
 MAX_INTERVAL_MINUTES = 1440
@@ -150,6 +151,19 @@ DEFAULT_WORKING_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 
 def default_working_hours(tz: str) -> WorkingHours:
     return WorkingHours(tz, (WorkingPeriod(DEFAULT_WORKING_DAYS, 8 * 60, 17 * 60),))
+
+
+def working_hours_of(
+    mailbox: Mailbox, default_tz: str, site_default: WorkingHoursSpec | None = None
+) -> WorkingHours:
+    """The mailbox's working hours, else the site's, else 08:00-17:00 Mon-Fri, in its zone."""
+    zone = mailbox.timezone or default_tz
+    spec = mailbox.working_hours or site_default
+    if spec is None:
+        return default_working_hours(zone)
+    return WorkingHours(
+        zone, (WorkingPeriod(tuple(spec.days), spec.start_minute, spec.end_minute),)
+    )
 
 
 # Where a mailbox's answer came from. The age is the age of the *data* (when the backend last

@@ -90,6 +90,20 @@ class MailboxReader(Protocol):
     async def aclose(self) -> None: ...
 
 
+# What a source is called in messages, by its name (other names: "<name> backend").
+SOURCE_LABELS = {"caldav": "CalDAV backend", "oldserver": "old server"}
+
+
+def source_label(name: str) -> str:
+    """A source in words: "CalDAV backend", "old server"."""
+    return SOURCE_LABELS.get(name, f"{name} backend")
+
+
+def blame(name: str, site: str) -> str:
+    """Who failed, at the head of a per-mailbox error: "Site 'eu', CalDAV backend"."""
+    return f"Site {site!r}, {source_label(name)}"
+
+
 def failed_all(mailboxes: Sequence[Mailbox], code: str, detail: str, site: str | None) -> Answers:
     error = MailboxError.of(code, detail, site)
     return {key_of(m): error for m in mailboxes}
@@ -99,7 +113,7 @@ class ReaderSource:
     """A per-mailbox reader as a source: a batch read in parallel, at most `concurrency` reads
     at once across every request of the node (its `gate`)."""
 
-    unanswered_detail = "The backend did not answer within {seconds:g}s."
+    unanswered_detail = "{blame}: no answer within {seconds:g}s."
 
     def __init__(self, reader: MailboxReader, *, name: str, site: str, concurrency: int) -> None:
         self.reader = reader
@@ -111,9 +125,12 @@ class ReaderSource:
         """Every read of the batch at once; a mailbox not read by the deadline gets its error,
         and the others come back complete."""
         tasks = {key_of(m): asyncio.create_task(self._one(m, ask.window)) for m in mailboxes}
-        _, late = await asyncio.wait(tasks.values(), timeout=ask.left())
-        for task in late:
-            task.cancel()
+        try:
+            _, late = await asyncio.wait(tasks.values(), timeout=ask.left())
+        finally:  # late reads, or every read when this call is cancelled: none left behind
+            for task in tasks.values():
+                if not task.done():
+                    task.cancel()
         return {
             key: task.result() if task not in late else self.unanswered(ask)
             for key, task in tasks.items()
@@ -131,10 +148,13 @@ class ReaderSource:
                     data, freshness=Freshness("backend", 0.0, self.site, version=version)
                 )
             except CalendarNotFound as exc:
-                return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site, True)
+                detail = f"{blame(self.name, self.site)}: {exc}"
+                return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, True)
             except BackendFailure as exc:
-                log.warning("backend failed for %s: %s", mailbox.address, exc)
-                return MailboxError.of("ErrorFreeBusyGenerationFailed", str(exc), self.site)
+                # The backend's breaker (cas.sources.guarded) tells the story once, not per mailbox.
+                log.debug("backend failed for %s: %s", mailbox.address, exc)
+                detail = f"{blame(self.name, self.site)}: {exc}"
+                return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
             except Exception:
                 # A bug in an adapter costs its own mailbox, never the whole request.
                 log.exception("unexpected error reading %s", mailbox.address)
@@ -171,8 +191,11 @@ class ReaderSource:
         return {key_of(m): t for m, t in zip(mailboxes, tags)}
 
     def unanswered(self, ask: Ask) -> MailboxError:
-        detail = self.unanswered_detail.format(seconds=ask.timeout_seconds)
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        # Plain: names the site and the kind of backend, nothing internal (no URL).
+        detail = self.unanswered_detail.format(
+            blame=blame(self.name, self.site), seconds=ask.timeout_seconds
+        )
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0

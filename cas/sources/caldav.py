@@ -35,7 +35,7 @@ import ssl
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
@@ -45,16 +45,16 @@ from cas.errors import BackendFailure, CalendarNotFound, CasError
 from cas.model.freebusy import (
     MailboxData,
     Window,
-    WorkingHours,
-    WorkingPeriod,
-    default_working_hours,
+    working_hours_of,
 )
 from cas.sources.base import http_edge
 from cas.sources.calendar_copy import CalendarCopy
 from cas.sources.davxml import (
+    CTAG_PROPFIND,
     parse_ctag,
     parse_multistatus,
     parse_sync_collection,
+    render_calendar_query,
     render_multiget,
     render_sync_collection,
 )
@@ -80,45 +80,6 @@ _STATUS_MESSAGES: dict[int, str] = {
     403: "backend refused credentials (HTTP 403) at {url}",
     404: "calendar not found at {url}",
 }
-
-CTAG_PROPFIND = (
-    b'<?xml version="1.0" encoding="utf-8"?>'
-    b'<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
-    b"<D:prop><CS:getctag/><D:sync-token/></D:prop></D:propfind>"
-)
-
-
-def render_calendar_query(window: Window | None) -> bytes:
-    """The calendar-query body: VEVENTs (overlapping `window`, sent in UTC, when given)."""
-    time_range = ""
-    if window is not None:
-        start, end = (_utc_stamp(t) for t in (window.start, window.end))
-        time_range = f'<C:time-range start="{start}" end="{end}"/>'
-    return (
-        '<?xml version="1.0" encoding="utf-8"?>\n'
-        '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
-        "<D:prop><D:getetag/><C:calendar-data/></D:prop>"
-        '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
-        f"{time_range}</C:comp-filter></C:comp-filter></C:filter>"
-        "</C:calendar-query>"
-    ).encode()
-
-
-def _utc_stamp(value: datetime) -> str:
-    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def working_hours_of(
-    mailbox: Mailbox, default_tz: str, site_default: WorkingHoursSpec | None = None
-) -> WorkingHours:
-    """The mailbox's working hours, else the site's, else 08:00-17:00 Mon-Fri, in its zone."""
-    zone = mailbox.timezone or default_tz
-    spec = mailbox.working_hours or site_default
-    if spec is None:
-        return default_working_hours(zone)
-    return WorkingHours(
-        zone, (WorkingPeriod(tuple(spec.days), spec.start_minute, spec.end_minute),)
-    )
 
 
 class _SyncUnsupported(CasError):
@@ -422,4 +383,4 @@ def _unsupported_challenge(response: httpx.Response) -> tuple[str, str] | None:
     return ", ".join(dict.fromkeys(schemes)), headers[0][:120]
 
 
-__all__ = ["CalDavBackend", "render_calendar_query", "working_hours_of"]
+__all__ = ["CalDavBackend"]

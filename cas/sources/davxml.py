@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from cas.model.freebusy import Window
 from cas.sources.ical import CalendarDataError, CalendarObject
 
 DAV = "{DAV:}"
@@ -35,6 +37,33 @@ CALENDARS_PROPFIND = (
     f"{_HEAD}<D:propfind {_NS}><D:prop><D:resourcetype/><D:displayname/>"
     "<C:supported-calendar-component-set/><C:schedule-calendar-transp/></D:prop></D:propfind>"
 ).encode()
+
+
+CTAG_PROPFIND = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<D:propfind xmlns:D="DAV:" xmlns:CS="http://calendarserver.org/ns/">'
+    b"<D:prop><CS:getctag/><D:sync-token/></D:prop></D:propfind>"
+)
+
+
+def render_calendar_query(window: Window | None) -> bytes:
+    """The calendar-query body: VEVENTs (overlapping `window`, sent in UTC, when given)."""
+    time_range = ""
+    if window is not None:
+        start, end = (_utc_stamp(t) for t in (window.start, window.end))
+        time_range = f'<C:time-range start="{start}" end="{end}"/>'
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<C:calendar-query xmlns:D="DAV:" xmlns:C="urn:ietf:params:xml:ns:caldav">'
+        "<D:prop><D:getetag/><C:calendar-data/></D:prop>"
+        '<C:filter><C:comp-filter name="VCALENDAR"><C:comp-filter name="VEVENT">'
+        f"{time_range}</C:comp-filter></C:comp-filter></C:filter>"
+        "</C:calendar-query>"
+    ).encode()
+
+
+def _utc_stamp(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def render_principal_search(address: str) -> bytes:

@@ -41,7 +41,7 @@ from cas.model.freebusy import (
     MailboxData,
     Window,
 )
-from cas.sources.base import Answers, http_edge, key_of
+from cas.sources.base import Answers, blame, http_edge, key_of
 from cas.sources.gate import Gate
 from sitemap.model import LegacyServerConfig, Mailbox, Site
 
@@ -102,16 +102,19 @@ class OldServerSource:
         for mailbox in mailboxes:
             result = results[mailbox.address.casefold()]
             if isinstance(result, BackendFailure):
-                log.warning("old server failed for %s: %s", mailbox.address, result)
-                error = MailboxError.of("ErrorFreeBusyGenerationFailed", str(result), self.site)
+                # The old server's breaker (cas.sources.guarded) tells the story once.
+                log.debug("old server failed for %s: %s", mailbox.address, result)
+                detail = f"{blame(self.name, self.site)}: {result}"
+                error = MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
                 answers[key_of(mailbox)] = error
             else:
                 answers[key_of(mailbox)] = result
         return answers
 
     def unanswered(self, ask: Ask) -> MailboxError:
-        detail = f"The old server did not answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site)
+        # Plain: names the site and the old server, nothing internal (no URL).
+        detail = f"{blame(self.name, self.site)}: no answer within {ask.timeout_seconds:g}s."
+        return MailboxError.of("ErrorFreeBusyGenerationFailed", detail, self.site, plain=True)
 
     async def fetch_many(
         self, mailboxes: Iterable[Mailbox], window: Window, interval: int

@@ -12,10 +12,15 @@ order, regrouped. Whatever is not answered when the nodes run out, or when the d
 gets `ErrorProxyRequestProcessingFailed` naming the site and the last problem seen: every
 mailbox of the batch gets exactly one answer.
 
+Each node has a circuit breaker (on the node's `BreakerBoard`): a node that failed
+`breaker_failures` calls in a row is skipped, its mailboxes going straight to their next node,
+until one probe finds it back; a site whose every node is open fails at once.
+
 Every call carries a signed `X-CAS-Forwarded` token (`cas.trust`) with the requester's identity
 (the name, and the groups `vouch_groups` picks: those the permissions name), the hop count and
-the request id, and `X-CAS-Budget-Ms`, the time left, so the peer never
-works past what this node will wait for.
+the request id, and `X-CAS-Budget-Ms`: the time left less a margin for the way back
+(`Ask.next_hop_budget`), so that the peer's answer, partial if its own sources are late, is
+sent before this node's deadline, and this node waits for it until that deadline.
 """
 
 from __future__ import annotations
@@ -23,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets as secrets_module
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,58 +41,33 @@ from tenacity import (
     stop_after_attempt,
 )
 
+from cas.breaker import CircuitBreaker
+from cas.breaker_board import BreakerBoard
 from cas.codecs.ews.client import (
-    EwsFaultError,
-    EwsProtocolError,
-    parse_get_user_availability_response,
     render_get_user_availability_request,
 )
-from cas.errors import CasError, MailboxError
+from cas.errors import MailboxError
 from cas.model.ask import Ask
-from cas.model.availability import AvailabilityRequest, MailboxQuery, MailboxResult
+from cas.model.availability import MailboxQuery
 from cas.model.projection import Requester
 from cas.observability import Metrics
 from cas.sources.base import Answers, key_of
-from cas.sources.signed import SiteCaller, SiteUnreachable, is_address
-from cas.trust import (
-    BUDGET_HEADER,
-    EWS_PATH,
-    HEADER,
-    REQUEST_ID_HEADER,
-    ForwardClaims,
-    TooManyGroups,
-    sign_request,
+from cas.sources.peer_post import (
+    MIN_CALL_SECONDS,
+    FinalPeerError,
+    PeerFailure,
+    PeerSkipped,
+    TransientPeerError,
+    post_group,
 )
+from cas.sources.signed import SiteCaller, SiteUnreachable
 from sitemap.discovery import DiscoveryError, SiteNodes
 from sitemap.model import Mailbox
 from sitemap.replica import Candidate, choose_node, replica_key
 
 log = logging.getLogger(__name__)
 
-# Time kept back from each hop for this node to assemble and send its answer.
-HOP_MARGIN_SECONDS = 0.15
-MIN_CALL_SECONDS = 0.05
 PROXY_FAILED = "ErrorProxyRequestProcessingFailed"
-
-
-class PeerError(CasError):
-    """Talking to another site's node went wrong (how is told by the subclass)."""
-
-
-class TransientPeerError(PeerError):
-    """Worth trying the same node again soon (transport error, 503, ErrorServerBusy)."""
-
-    def __init__(self, message: str, back_off: float = 0.0) -> None:
-        super().__init__(message)
-        self.back_off = back_off
-
-
-class PeerFailure(PeerError):
-    """This node cannot answer now (after retries): try the mailboxes' next node."""
-
-
-class FinalPeerError(PeerError):
-    """The peer answered, but with a refusal another node of the site would repeat."""
 
 
 class Forwarder:
@@ -102,6 +81,7 @@ class Forwarder:
         secrets: Sequence[bytes],
         *,
         metrics: Metrics | None = None,
+        breakers: BreakerBoard | None = None,
         attempts: int = 3,
         max_response_bytes: int = 16 * 1024 * 1024,
         rng: random.Random | None = None,
@@ -114,6 +94,7 @@ class Forwarder:
         self.client = client
         self.secret = secrets[0]
         self.metrics = metrics
+        self.breakers = breakers
         self.attempts = attempts
         self.max_response_bytes = max_response_bytes
         self.rng = rng or random.Random()
@@ -123,6 +104,12 @@ class Forwarder:
     async def ask_site(self, site: str, mailboxes: Sequence[Mailbox], ask: Ask) -> Answers:
         """One answer per mailbox of `site`, within the ask's deadline."""
         return await SiteCall(self, site, list(mailboxes), ask).run()
+
+    def breaker(self, site: str, url: str) -> CircuitBreaker | None:
+        """The breaker of the node at `url` of `site` (None without a board)."""
+        if self.breakers is None:
+            return None
+        return self.breakers.breaker("peer", url, f"node {url} of site {site}")
 
     # --- metrics (optional) -------------------------------------------------------------------
 
@@ -188,7 +175,7 @@ class PeerSite:
 
     def unanswered(self, ask: Ask) -> MailboxError:
         detail = f"Site {self.site!r} did not answer within {ask.timeout_seconds:g}s."
-        return MailboxError.of(PROXY_FAILED, detail, self.site)
+        return MailboxError.of(PROXY_FAILED, detail, self.site, plain=True)
 
     async def forget(self, mailbox: Mailbox) -> int:
         return 0
@@ -222,6 +209,7 @@ class SiteCall:
                 break
             groups = self._group(pending, candidates)
             if not groups:
+                self._all_skipped(candidates)
                 break
             if self.failed:
                 self.forwarder.count("failovers", self.site)
@@ -230,10 +218,14 @@ class SiteCall:
             )
             pending = []
             for (url, group), outcome in zip(groups.items(), outcomes):
-                if isinstance(outcome, PeerFailure):
+                if isinstance(outcome, PeerSkipped):
+                    self.failed.add(url)
+                    pending.extend(group)
+                elif isinstance(outcome, PeerFailure):
                     self.failed.add(url)
                     self.last_problem = f"node {url} failed: {outcome}"
-                    log.warning("forwarding to %s failed, failing over: %s", url, outcome)
+                    # Each node's breaker logs when it goes down and comes back; this is detail.
+                    log.info("forwarding to %s failed, failing over: %s", url, outcome)
                     pending.extend(group)
                 else:
                     self.answers.update(outcome)
@@ -251,14 +243,49 @@ class SiteCall:
     def _group(
         self, pending: list[Mailbox], candidates: list[Candidate]
     ) -> dict[str, list[Mailbox]]:
+        """Each mailbox to the first node in its replica order that has not failed in this
+        call and whose breaker would let a call through."""
+        skipped = {c.url for c in candidates if not self._available(c.url)}
         groups: dict[str, list[Mailbox]] = {}
         for mailbox in pending:
-            node = choose_node(replica_key(mailbox), candidates, failed=self.failed)
+            node = choose_node(replica_key(mailbox), candidates, failed=self.failed | skipped)
             if node is not None:
                 groups.setdefault(node.url, []).append(mailbox)
         return groups
 
+    def _available(self, url: str) -> bool:
+        breaker = self.forwarder.breaker(self.site, url)
+        return breaker is None or breaker.available
+
+    def _all_skipped(self, candidates: list[Candidate]) -> None:
+        """Say why no node is left: the ones this call did not try are all failing."""
+        open_ = [c.url for c in candidates if c.url not in self.failed]
+        if open_:
+            self.last_problem = (
+                f"not asked: every node is failing (breakers open for {', '.join(open_)})."
+            )
+
     async def _call(
+        self, url: str, name: str | None, group: list[Mailbox]
+    ) -> Answers | PeerFailure:
+        """One node's answers for `group`, its breaker told the outcome."""
+        breaker = self.forwarder.breaker(self.site, url)
+        if breaker is not None and not breaker.allow():
+            return PeerSkipped("its breaker is open")
+        try:
+            outcome = await self._attempts(url, name, group)
+        except asyncio.CancelledError:
+            if breaker is not None:
+                breaker.release_trial()
+            raise
+        if breaker is not None:
+            if isinstance(outcome, PeerFailure):
+                breaker.record_failure(str(outcome))
+            else:
+                breaker.record_success()
+        return outcome
+
+    async def _attempts(
         self, url: str, name: str | None, group: list[Mailbox]
     ) -> Answers | PeerFailure:
         sub = self.ask.request_for([MailboxQuery(m.address) for m in group])
@@ -274,7 +301,9 @@ class SiteCall:
                 with attempt:
                     if attempt.retry_state.attempt_number > 1:
                         self.forwarder.count("retries", self.site)
-                    results = await self._post(url, name, body, sub)
+                    results = await post_group(
+                        self.forwarder, self.site, self.ask, url, name, body, sub
+                    )
         except RetryError as exc:
             return PeerFailure(str(exc.last_attempt.exception()))
         except PeerFailure as exc:
@@ -299,83 +328,7 @@ class SiteCall:
         pause: float = base * (0.5 + self.forwarder.rng.random())
         if isinstance(error, TransientPeerError) and error.back_off:
             pause = max(pause, error.back_off)
-        left = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS - MIN_CALL_SECONDS
+        left = self.ask.next_hop_budget() - MIN_CALL_SECONDS
         if pause > left:
             raise PeerFailure(f"{error}; no time left to retry")
         return pause
-
-    async def _post(
-        self, url: str, name: str | None, body: bytes, sub: AvailabilityRequest
-    ) -> list[MailboxResult]:
-        budget = self.ask.deadline - time.monotonic() - HOP_MARGIN_SECONDS
-        if budget < MIN_CALL_SECONDS:
-            raise PeerFailure("no time left for this node")
-        try:
-            claims = ForwardClaims(
-                from_site=self.forwarder.local_site,
-                to_site=self.site,
-                requester=self.ask.requester.username,
-                hop=self.ask.hop + 1,
-                request_id=self.ask.request_id,
-                issued_at=int(time.time()),
-                nonce=secrets_module.token_urlsafe(12),
-                groups=tuple(self.forwarder.vouch_groups(self.ask.requester)),
-            )
-        except TooManyGroups as exc:
-            raise FinalPeerError(str(exc)) from exc
-        token = sign_request(self.forwarder.secret, claims, method="POST", path=EWS_PATH, body=body)
-        headers = {
-            "Content-Type": "text/xml; charset=utf-8",
-            HEADER: token,
-            BUDGET_HEADER: str(int(budget * 1000)),
-            REQUEST_ID_HEADER: self.ask.request_id,
-        }
-        target = url.rstrip("/") + EWS_PATH
-        # A node found through SRV is dialled at its address but verified by its DNS name.
-        extensions = {"sni_hostname": name} if name and is_address(url) else None
-        try:
-            # httpx's timeout bounds each read; a peer trickling bytes must not outlast the budget
-            async with asyncio.timeout(budget):
-                async with self.forwarder.client.stream(
-                    "POST",
-                    target,
-                    content=body,
-                    headers=headers,
-                    timeout=budget,
-                    extensions=extensions,
-                ) as response:
-                    payload = await self._read(response)
-        except (httpx.TimeoutException, TimeoutError) as exc:
-            raise PeerFailure(f"no answer within {budget:.2f}s ({type(exc).__name__})") from exc
-        except httpx.TransportError as exc:
-            raise TransientPeerError(f"{type(exc).__name__}: {exc}") from exc
-        return self._results(response.status_code, payload, sub)
-
-    @staticmethod
-    def _results(status: int, payload: bytes, sub: AvailabilityRequest) -> list[MailboxResult]:
-        if status == 503:
-            raise TransientPeerError("HTTP 503")
-        if status in (401, 403):
-            raise FinalPeerError(
-                f"the node refused this node's credentials (HTTP {status}); "
-                "check that both sites share the cluster secret"
-            )
-        try:
-            return list(parse_get_user_availability_response(payload, sub))
-        except EwsFaultError as fault:
-            if fault.code == "ErrorServerBusy":
-                raise TransientPeerError("ErrorServerBusy", fault.back_off_ms / 1000) from fault
-            raise FinalPeerError(f"{fault.code}: {fault.message}") from fault
-        except EwsProtocolError as exc:
-            raise PeerFailure(f"unreadable answer (HTTP {status}): {exc}") from exc
-
-    async def _read(self, response: httpx.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        limit = self.forwarder.max_response_bytes
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > limit:
-                raise PeerFailure(f"answer larger than {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)

@@ -156,6 +156,11 @@ class LegacyServer:
         return self._process.pid
 
     @property
+    def returncode(self) -> int | None:
+        """How the process ended by itself (None while it runs, or once stopped)."""
+        return self._process.returncode
+
+    @property
     def running(self) -> bool:
         return self._process.running
 
@@ -173,7 +178,8 @@ class LegacyServer:
         self.folder.mkdir(parents=True, exist_ok=True)
         directory_file = write_directory_json(self.folder / "directory.json", self.directory)
         reuse = self._fixed_port or self.port
-        attempts = 1 if self._fixed_port is not None else 3
+        # A first start may retry on other free ports; a restart must keep its port.
+        attempts = 1 if reuse else 3
 
         def launch(attempt: int) -> None:
             self.port = reuse if (reuse and attempt == 0) else free_port(self.host)

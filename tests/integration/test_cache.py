@@ -199,6 +199,8 @@ def test_redis_killed_mid_run_costs_no_lookup_and_the_cache_comes_back(
 ) -> None:
     addresses = [f"eu-{x}@contoso.test" for x in "abc"]
     lookup(cluster, addresses)
+    log = cluster.sites["eu"][0].log
+    before = len(log.read_text(errors="replace"))
     redis.kill()
     try:
         for _ in range(3):
@@ -212,9 +214,18 @@ def test_redis_killed_mid_run_costs_no_lookup_and_the_cache_comes_back(
     deadline = time.monotonic() + 30  # the breaker lets a trial through after a few seconds
     sources: list = []
     while time.monotonic() < deadline:
+        time.sleep(1.1)  # past the node's own copies again: "cache" can only be Redis
         _, rows = lookup(cluster, addresses)
         sources = [r[2][0] for r in rows]
         if sources == ["cache"] * 3:
             break
-        time.sleep(0.5)
     assert sources == ["cache"] * 3
+    # the operator reads one line when Redis went and one when it came back, not one per
+    # lookup: the only warning is the breaker opening; its closing line counts what it refused
+    new = log.read_text(errors="replace")[before:].splitlines()
+    warnings = [line for line in new if " WARNING " in line or " ERROR " in line]
+    assert len(warnings) == 1, warnings
+    assert " breaker redis:eu open: Redis " in warnings[0] and " is down " in warnings[0]
+    back = [line for line in new if " breaker redis:eu closed: " in line]
+    assert len(back) == 1, new
+    assert " is back after " in back[0]

@@ -24,7 +24,7 @@ import yaml
 
 from cas.cli import build_parser
 from cas.settings import OPTIONS
-from sitemap import _auth, _permissions, _sites
+from sitemap import _auth, _mailboxes, _permissions, _sites
 from sitemap import load as sitemap_load
 from sitemap.model import LEVEL_ALIASES, PERMISSION_LEVELS
 
@@ -90,7 +90,7 @@ def test_chart_schema_knows_exactly_the_sitemap_fields(schema: dict[str, Any]) -
     assert keys(schema, "jwt") == set(_auth.JWT_FIELDS)
     assert keys(schema, "directory") == set(sitemap_load.DIRECTORY_FIELDS)
     assert keys(schema, "sitemap", "dns") == set(_sites.DNS_FIELDS)
-    assert keys(schema, "mailbox") == set(sitemap_load.MAILBOX_FIELDS)
+    assert keys(schema, "mailbox") == set(_mailboxes.MAILBOX_FIELDS)
     assert keys(schema, "site") == set(_sites.SITE_FIELDS)
     assert keys(schema, "caldav") == set(_sites.CALDAV_FIELDS)
     assert keys(schema, "legacy") == set(_sites.LEGACY_FIELDS)

@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import trustme
 
@@ -26,6 +27,7 @@ from sitemap.model import CalDavBackendConfig, ClientAuth, Mailbox, SecretRef, S
 from tests.integration.test_peer_tls_names import files
 from tests.support.node import ThreadedServer
 from tests.support.radicale import MailboxCalendar, RadicaleLab
+from tests.unit.test_ews_endpoint import availability
 
 NAME = "node-0.us.contoso.test"
 
@@ -89,11 +91,40 @@ async def test_a_healthy_node_found_by_name_passes_every_check(
     found = await check_node(
         settings_for(trust_root, ca, secret_file), NodeTarget("us", node.url, NAME)
     )
-    assert sorted(found) == ["ready", "tls", "trust", "version"]
+    assert sorted(found) == ["breakers", "ready", "tls", "trust", "version"]
     assert all(r.ok for r in found.values()), found
     assert f"verified as {NAME}; certificate names {NAME};" in found["tls"].detail
     assert found["version"].detail == f"cas {__version__}, serving site us"
     assert found["trust"].detail.startswith("accepts this cluster's signature")
+    assert found["breakers"].detail == "all 1 closed: modern:us"
+
+
+async def test_a_node_whose_backend_keeps_failing_reports_its_open_breaker(
+    trust_root: Path, ca: trustme.CA, secret_file: Path
+) -> None:
+    tls = files(ca, trust_root / "failing", NAME)
+    settings = load_settings({"breaker_failures": 2}, environ={})
+    sitemap = Sitemap(
+        source="test",
+        sites=(Site("us"),),
+        mailboxes=(Mailbox("bob@contoso.test", "us"),),
+        auth=ClientAuth(anonymous=True),
+    )
+    backend = FakeBackend({}, failing={"bob@contoso.test"})
+    app = create_app(settings, sitemap, "us", backends={"modern": backend})
+    with ThreadedServer(app, tls) as server:
+        async with httpx.AsyncClient(verify=False, trust_env=False, timeout=10) as client:
+            for _ in range(2):
+                answer = await client.post(
+                    server.url + "/EWS/Exchange.asmx", content=availability(["bob@contoso.test"])
+                )
+                assert b"ErrorFreeBusyGenerationFailed" in answer.content
+        found = await check_node(
+            settings_for(trust_root, ca, secret_file), NodeTarget("us", server.url, NAME)
+        )
+    assert not found["breakers"].ok
+    assert found["breakers"].detail.startswith("modern backend of site us is open (down ")
+    assert "last: fake backend refuses bob@contoso.test" in found["breakers"].detail
 
 
 async def test_a_certificate_without_the_dialled_name_is_reported_with_the_names_it_has(
@@ -144,7 +175,8 @@ async def test_a_port_nobody_listens_on_is_connection_refused(
     url = f"https://127.0.0.1:{free_port()}"
     found = await check_node(settings_for(trust_root, ca, secret_file), NodeTarget("us", url))
     assert {kind: (r.ok, r.detail) for kind, r in found.items()} == {
-        kind: (False, "connection refused") for kind in ("tls", "ready", "version", "trust")
+        kind: (False, "connection refused")
+        for kind in ("tls", "ready", "version", "trust", "breakers")
     }
 
 

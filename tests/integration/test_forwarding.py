@@ -173,7 +173,8 @@ def test_a_whole_site_cut_away_costs_only_its_mailboxes_within_the_deadline(
         assert elapsed < DEADLINE_BOUND, (mode, elapsed)
         for address, (code, merged, text) in zip(all_addresses(), rows):
             if address.startswith("ap-"):
-                assert code == "ErrorProxyRequestProcessingFailed" and "'ap'" in text, (mode, text)
+                assert code == "ErrorProxyRequestProcessingFailed", (mode, text)
+                assert "(site: ap)" in text and "127.0.0.1" not in text, (mode, text)
                 assert merged is None  # never reported as free
             else:
                 assert (code, merged) == ("NoError", expected_merged(address)), mode
@@ -197,11 +198,21 @@ def test_a_peer_answering_garbage_costs_only_its_mailbox_and_is_named(
 ) -> None:
     cluster.garbage.mode = mode  # type: ignore[attr-defined]
     started = time.monotonic()
-    _, rows = ask(cluster, ["zz-g@contoso.test", "us-a@contoso.test"])
+    response, rows = ask(cluster, ["zz-g@contoso.test", "us-a@contoso.test"])
     assert time.monotonic() - started < DEADLINE_BOUND
     code, merged, text = rows[0]
     assert code == "ErrorProxyRequestProcessingFailed" and merged is None
-    assert "'zz'" in text and "node https://127.0.0.1:" in text
+    rid = response.headers["x-request-id"]
+    assert text.endswith(f"(request {rid}) (site: zz)") and "127.0.0.1" not in text
+    # what the client is not told, the entry node logs under the request id
+    entry_log = cluster.sites["eu"][0].log
+    deadline = time.monotonic() + 5
+    while not any(
+        f"rid={rid}" in line and "site zz answered" in line and "node https://127.0.0.1:" in line
+        for line in entry_log.read_text(errors="replace").splitlines()
+    ):
+        assert time.monotonic() < deadline, "the entry node did not log the peer's failure"
+        time.sleep(0.05)
     assert rows[1][:2] == ("NoError", expected_merged("us-a@contoso.test"))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -442,6 +443,48 @@ def ssl_context(manifest: dict):
     import ssl
 
     return ssl.create_default_context(cafile=manifest["ca_cert"])
+
+
+def test_a_part_that_dies_is_reported_once_and_restarted_and_the_lab_goes_on(lab) -> None:
+    manifest, process = lab
+    state = Path(manifest["sitemap"]).parent
+    parts = {p["name"]: p for p in json.loads((state / "parts.json").read_text())["parts"]}
+    victims = ["node cas-us-2", "Radicale of site ap", "Redis of site eu", "old server"]
+    for name in victims:
+        os.kill(parts[name]["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while not all(f"cas lab: {name} " in lab_output(manifest) for name in victims):
+        assert time.monotonic() < deadline, lab_output(manifest)[-3000:]
+        assert process.poll() is None, "the lab stopped"
+        time.sleep(0.2)
+    out = lab_output(manifest)
+    for name in victims:
+        lines = [line for line in out.splitlines() if line.startswith(f"cas lab: {name} ")]
+        assert len(lines) == 1, lines
+        assert "killed by SIGKILL; restarted it on the same port" in lines[0]
+    now = {p["name"]: p for p in json.loads((state / "parts.json").read_text())["parts"]}
+    assert all(now[name]["pid"] != parts[name]["pid"] for name in victims)
+    # each is back where the sitemap says: the restarted node answers, and a lookup through
+    # it of every site's mailboxes (and an old server's) comes back whole once they answer again
+    us2 = next(s for s in manifest["sites"] if s["name"] == "us")["nodes"][1]
+    addresses = [next(m["address"] for m in manifest["mailboxes"] if m["site"] == s["name"]
+                      and m["kind"] == "modern") for s in manifest["sites"]]  # fmt: skip
+    addresses.append(next(m["address"] for m in manifest["mailboxes"] if m["kind"] == "legacy"))
+    with httpx.Client(verify=ssl_context(manifest), trust_env=False, timeout=30) as client:
+        codes: list[str] = []
+        while codes != ["NoError"] * len(addresses):
+            assert time.monotonic() < deadline, codes
+            time.sleep(0.5)
+            try:
+                r = client.post(
+                    us2 + "/EWS/Exchange.asmx",
+                    content=availability(addresses),
+                    auth=(manifest["client"]["username"], manifest["client"]["password"]),
+                )
+            except httpx.TransportError:
+                continue
+            codes = [e.text for e in etree.fromstring(r.content).iter(f"{M}ResponseCode")]
+    assert process.poll() is None
 
 
 def test_ctrl_c_stops_every_part(lab) -> None:

@@ -3,7 +3,8 @@
 Each site gets its own Radicale and N nodes. Every node is a real uvicorn process serving
 HTTPS with a trustme certificate, and the sitemap names each node by the address of a
 `FaultProxy` in front of it, so a test can delay, cut or reset one node or a whole site.
-Processes are stopped by PID.
+Processes are stopped by PID. Once stopped, the nodes' logs are read: a task whose exception
+nobody retrieved (work a node started and abandoned) fails the fixture that stops the cluster.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 from caslab.faultproxy import FaultProxy
 from caslab.process import free_port
 from caslab.radicale import RadicaleServer, change_hook, ensure_calendar
+from tests.support.asyncio_guard import NEVER_RETRIEVED
 from tests.support.node import TestCA
 from tests.support.processes import STOP_GRACE, stop_processes, stop_together
 
@@ -139,6 +141,19 @@ class Cluster:
                 stop_processes([p for node in self.nodes() for p in node.started], STOP_GRACE)
             finally:
                 stop_together(r.stop for r in self.radicales.values())
+        self.check_logs()
+
+    def check_logs(self) -> None:
+        """AssertionError naming each node log that reports an abandoned task."""
+        found = [
+            f"{node.log.name}: {line.strip()}"
+            for node in self.nodes()
+            if node.log.exists()
+            for line in node.log.read_text(errors="replace").splitlines()
+            if NEVER_RETRIEVED in line
+        ]
+        if found:
+            raise AssertionError("a node abandoned tasks:\n" + "\n".join(found))
 
 
 def start_cluster(
@@ -146,7 +161,7 @@ def start_cluster(
     ca: TestCA,
     site_mailboxes: dict[str, list[str]],
     *,
-    nodes_per_site: int = 2,
+    nodes_per_site: int | Mapping[str, int] = 2,
     settings: dict[str, object] | None = None,
     extra_sites: list[dict[str, object]] | None = None,
     redis_url: str | None = None,
@@ -159,6 +174,7 @@ def start_cluster(
     """Start Radicale and nodes for `site_mailboxes` ({site: [local part, ...]}).
 
     Mailbox addresses are `<site>-<local>@contoso.test`; each gets an empty calendar.
+    `nodes_per_site` is one count for every site, or a count per site ({site: n}).
     `site_fields` adds or replaces keys of a site's sitemap entry ({site: {"redis": ...}}),
     `top_fields` top-level keys (e.g. `dns`), and `extra_mailboxes` are appended as given.
     With `push`, every site's Radicale runs a storage hook that tells the site's nodes what
@@ -170,7 +186,8 @@ def start_cluster(
         _start_backends(cluster, site_mailboxes, caldav_proxy, push)
         for site in site_mailboxes:
             cluster.sites[site] = []
-            for index in range(nodes_per_site):
+            count = nodes_per_site if isinstance(nodes_per_site, int) else nodes_per_site[site]
+            for index in range(count):
                 port = free_port()
                 proxy = FaultProxy("127.0.0.1", port).start()
                 log = root / f"node-{site}-{index}.log"

@@ -327,7 +327,11 @@ async def test_healthz_tells_version_and_site_to_a_client_asking_for_json() -> N
         plain = await c.get("/healthz", headers={"Accept": "*/*"})  # what probes send
         detailed = await c.get("/healthz", headers={"Accept": "application/json"})
     assert plain.text == "ok"
-    assert detailed.json() == {"status": "ok", "version": __version__, "site": "eu"}
+    document = detailed.json()
+    breakers = document.pop("breakers")
+    assert document == {"status": "ok", "version": __version__, "site": "eu"}
+    # the site's backend has its breaker, closed on a fresh node
+    assert [(b["kind"], b["target"], b["state"]) for b in breakers] == [("modern", "eu", "closed")]
 
 
 async def test_metrics_count_answers_by_front_door_and_mailboxes_by_route() -> None:

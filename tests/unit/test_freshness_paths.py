@@ -15,7 +15,11 @@ from pathlib import Path
 
 from lxml import etree
 
+from cas.cache.flights import _read_at
+from cas.cache.keys import Entry
+from cas.cache.shelf import DROP_SKEW_SECONDS
 from cas.model.freebusy import BusyType, Event, MailboxData
+from cas.sources.base import FakeBackend
 from tests.support.twosite import NODES, T0, TwoSites
 from tests.unit.test_ews_endpoint import availability
 
@@ -132,3 +136,67 @@ async def test_invalidating_at_one_site_drops_the_owners_data_too(tmp_path: Path
     assert await merged_and_source(sites) == ("0033002002", "backend")
     assert len(sites.backend_calls["us"]) == reads + 1
     assert NODES["us"] in sites.router.calls
+
+
+def read_then_wait(sites: TwoSites, seconds: float) -> None:
+    """The us backend reads a calendar at once but answers `seconds` later, so a change can
+    arrive while the old data is on its way."""
+    backend = us_backend(sites)
+
+    async def fetch(mailbox, window):  # type: ignore[no-untyped-def]
+        data = await FakeBackend.fetch(backend, mailbox, window)
+        await asyncio.sleep(seconds)
+        return data
+
+    backend.fetch = fetch
+
+
+async def push(sites: TwoSites, token: str) -> None:
+    async with sites.client("us", user=None) as client:
+        r = await client.post(
+            "/api/v1/changes", json={"addresses": [BOB]},
+            headers={"Authorization": "Bearer " + token},
+        )  # fmt: skip
+    assert r.status_code == 200, r.text
+
+
+def pushed_sites(tmp_path: Path) -> tuple[TwoSites, str]:
+    token = tmp_path / "change-token"
+    token.write_text("c" * 32)
+    settings = {"cache_validate_seconds": 3600, "change_token_file": str(token)}
+    return TwoSites(tmp_path, settings=settings), "c" * 32
+
+
+async def test_a_read_in_flight_when_a_change_arrives_is_answered_but_not_kept(
+    tmp_path: Path,
+) -> None:
+    sites, token = pushed_sites(tmp_path)
+    read_then_wait(sites, 0.3)
+    lookup = asyncio.ensure_future(merged_and_source(sites, "us"))
+    await asyncio.sleep(0.1)  # the read has the old data
+    us_backend(sites).change(BOB, MOVED)
+    await push(sites, token)
+    assert (await lookup)[0] == "0033002002"  # what was read before the change
+    assert await merged_and_source(sites, "us") == ("2000000000", "backend")  # not kept
+
+
+async def test_an_answer_of_another_site_in_flight_when_a_change_arrives_is_not_kept(
+    tmp_path: Path,
+) -> None:
+    sites, token = pushed_sites(tmp_path)
+    read_then_wait(sites, 0.3)
+    lookup = asyncio.ensure_future(merged_and_source(sites, "eu"))  # forwarded to us
+    await asyncio.sleep(0.1)
+    us_backend(sites).change(BOB, MOVED)
+    await push(sites, token)  # us tells eu at once
+    await asyncio.sleep(0.1)
+    assert (await lookup)[0] == "0033002002"  # read before the change
+    assert (await merged_and_source(sites, "eu"))[0] == "2000000000"  # eu did not keep it
+
+
+def test_an_answer_vouched_for_before_the_read_counts_from_then_less_the_clock_skew() -> None:
+    data = MailboxData()
+    fresh = Entry(data, vouched_at=100.5, version=None, site="us", kept_at=100.6)
+    assert _read_at(100.0, fresh) == 100.0  # read from the backend during this read
+    copy = Entry(data, vouched_at=90.0, version=None, site="us", kept_at=100.6)
+    assert _read_at(100.0, copy) == 90.0 - DROP_SKEW_SECONDS  # the other site's old copy

@@ -17,7 +17,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 
-from cas.cache.breaker import CircuitBreaker
+from cas.breaker import CircuitBreaker
 from cas.cache.store.base import (
     CacheStore,
     CacheUnavailable,
@@ -341,12 +341,12 @@ class RedisStore(CacheStore):
         except _FAILURES as exc:
             kind = _error_kind(exc)
             self._report("error", kind)
-            self.breaker.record_failure()
             detail = (
                 f"no answer within {self.timeout_seconds:g}s"
                 if isinstance(exc, TimeoutError)
                 else str(exc) or type(exc).__name__
             )
+            self.breaker.record_failure(f"{operation} failed ({kind}): {detail}")
             raise CacheUnavailable(f"{self._name}: {operation} failed ({kind}): {detail}") from exc
         except BaseException:
             self.breaker.release_trial()

@@ -50,3 +50,33 @@ def test_the_watcher_prints_only_what_is_written_after_it_starts(tmp_path: Path)
     finally:
         watcher.stop()  # reads what was written before it stops
     assert shown == ["[cas-eu-1] ERROR Exception in ASGI application"]
+
+
+def breaker(level: str, site: str, message: str) -> str:
+    return f"2026-12-05 09:04:00,000 {level} cas.breaker_board site={site} rid=ab12 {message}"
+
+
+def test_each_breaker_change_is_shown_once_whichever_node_sees_it(tmp_path: Path) -> None:
+    logs = {name: tmp_path / f"{name}.log" for name in ("cas-eu-1", "cas-eu-2")}
+    for path in logs.values():
+        path.write_text("")
+    shown: list[str] = []
+    watcher = LogWatcher([Followed(n, p) for n, p in logs.items()], shown.append)
+    down = breaker("WARNING", "eu", "breaker caldav:eu open: CalDAV backend of site eu is down")
+    still = breaker("INFO", "eu", "breaker caldav:eu still-open: probe failed")
+    back = breaker("INFO", "eu", "breaker caldav:eu closed: CalDAV backend of site eu is back")
+    other = breaker("WARNING", "eu", "breaker redis:eu open: Redis of site eu is down")
+    for name, lines in (
+        ("cas-eu-1", [down, still]),
+        ("cas-eu-2", [down, other, still]),
+        ("cas-eu-1", [back]),
+        ("cas-eu-2", [back, INFO]),
+    ):
+        with logs[name].open("a") as handle:
+            handle.write("\n".join(lines) + "\n")
+        watcher.poll()
+    assert shown == [
+        "[cas-eu-1] WARNING breaker caldav:eu open: CalDAV backend of site eu is down rid=ab12",
+        "[cas-eu-2] WARNING breaker redis:eu open: Redis of site eu is down rid=ab12",
+        "[cas-eu-1] INFO breaker caldav:eu closed: CalDAV backend of site eu is back rid=ab12",
+    ]

@@ -45,8 +45,10 @@ def test_every_site_part_is_planned_in_report_order() -> None:
         ("eu", "tls", "https://10.0.0.1:8443"),
         ("eu", "ready", "https://10.0.0.1:8443"),
         ("eu", "version", "https://10.0.0.1:8443"),
+        ("eu", "breakers", "https://10.0.0.1:8443"),
         ("eu", "ready", "http://10.0.0.2:8080"),  # plain HTTP: no TLS check
         ("eu", "version", "http://10.0.0.2:8080"),
+        ("eu", "breakers", "http://10.0.0.2:8080"),
         ("eu", "caldav", "http://caldav.eu:5232/ann@contoso.test/calendar/"),
         ("eu", "legacy", "http://old.eu/public/"),
         ("eu", "redis", "redis://redis.eu:6379/2"),

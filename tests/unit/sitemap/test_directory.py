@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sitemap._ldapentries import smtp_aliases
 from sitemap.directory import Group, LiveDirectory, Snapshot, StaticDirectory
-from sitemap.ldapdir import smtp_aliases
 from sitemap.model import Mailbox, Site, Sitemap
 
 ANN = Mailbox("ann@contoso.test", "eu", aliases=("anna@contoso.test",), legacy_dn="/o=c/cn=ann")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from cas.breaker_board import BreakerBoard, BreakerPolicy
 from cas.codecs import ews
 from cas.errors import MailboxError, RequestFault
 from cas.model.ask import Ask
@@ -171,3 +172,83 @@ async def test_silent_nodes_give_up_at_the_deadline() -> None:
     results = await run(fw, seconds=0.6)
     assert time.monotonic() - started < 1.5
     assert all(isinstance(r, MailboxError) and "'us'" in r.message for r in results.values())
+
+
+# --- breakers and budgets ---------------------------------------------------------------------
+
+
+def with_board(fw: Forwarder, failures: int = 1) -> BreakerBoard:
+    fw.breakers = BreakerBoard(BreakerPolicy(failures=failures, open_seconds=60.0))
+    return fw.breakers
+
+
+async def test_a_node_whose_breaker_is_open_is_skipped_for_the_next_in_replica_order() -> None:
+    async def script(origin, n, request):
+        if origin == NODES[0]:
+            raise httpx.ConnectError("refused")
+        return answer(request)
+
+    fw, metrics, calls = forwarder(script)
+    board = with_board(fw)
+    await run(fw)
+    assert board.breaker("peer", NODES[0], "").state == "open"
+    calls.clear()
+    failovers = value(metrics, "cas_forward_failovers_total", site="us")
+    results = await run(fw)
+    assert all(isinstance(r, MailboxData) for r in results.values())
+    assert calls == [NODES[1]]  # straight to the next node: no retries, no failover round
+    assert value(metrics, "cas_forward_failovers_total", site="us") == failovers
+
+
+async def test_a_site_whose_every_node_is_open_fails_at_once_and_says_so() -> None:
+    async def script(origin, n, request):
+        raise httpx.ConnectError("refused")
+
+    fw, _, calls = forwarder(script)
+    with_board(fw)
+    await run(fw)
+    calls.clear()
+    results = await run(fw)
+    assert calls == []
+    for error in results.values():
+        assert isinstance(error, MailboxError) and error.code == "ErrorProxyRequestProcessingFailed"
+        assert error.site == "us"
+        assert "Site 'us': not asked: every node is failing (breakers open for" in error.message
+
+
+async def test_a_partial_answer_sent_at_the_peers_deadline_still_arrives_in_time() -> None:
+    """The peer spends its whole budget (its own sources late) and then answers; the answer
+    must arrive before this node gives up, so its healthy mailboxes are not lost."""
+    budgets: list[float] = []
+
+    async def script(origin, n, request):
+        budget = int(request.headers["X-CAS-Budget-Ms"]) / 1000
+        budgets.append(budget)
+        await asyncio.sleep(budget + 0.1)  # its deadline, then its grace, writing, sending
+        return answer(request)
+
+    fw, _, _ = forwarder(script)
+    results = await run(fw, seconds=2.0)
+    assert all(isinstance(r, MailboxData) for r in results.values()), results
+    assert budgets and all(b <= 2.0 - 0.3 for b in budgets)
+
+
+async def test_a_cancelled_call_frees_the_probe_of_a_half_open_node() -> None:
+    release = asyncio.Event()
+
+    async def script(origin, n, request):
+        await release.wait()
+        return answer(request)
+
+    fw, _, _ = forwarder(script)
+    board = with_board(fw)
+    breaker = board.breaker("peer", NODES[0], "")
+    breaker.reset_seconds = breaker.max_reset_seconds = 0.0  # half-open at once after opening
+    breaker.allow()
+    breaker.record_failure("down")
+    task = asyncio.create_task(run(fw))
+    await asyncio.sleep(0.05)
+    assert not breaker.available  # the probe is in flight
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert breaker.state == "half-open" and breaker.available

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cas.cache.breaker import CircuitBreaker
+from cas.breaker import CircuitBreaker
 
 
 class FakeClock:
@@ -150,3 +150,75 @@ def test_listener_errors_do_not_escape(clock: FakeClock) -> None:
 def test_rejects_nonsense_settings(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError):
         CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+
+
+# --- outlier detection: growing open time, weighted failures, the episode's counts ------------
+
+
+def test_each_failed_probe_keeps_it_open_longer_up_to_the_cap(clock: FakeClock) -> None:
+    breaker = CircuitBreaker(
+        failure_threshold=1, reset_seconds=2.0, max_reset_seconds=5.0, clock=clock
+    )
+    fail(breaker, 1)
+    waits = []
+    for _ in range(4):
+        waits.append(breaker.probe_in())
+        clock.now += breaker.probe_in()
+        assert breaker.allow()  # the probe
+        breaker.record_failure("still down")
+    assert waits == [2.0, 4.0, 5.0, 5.0]
+    clock.now += 5.0
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state == "closed"
+    fail(breaker, 1)
+    assert breaker.probe_in() == 2.0  # a new episode starts from the base again
+
+
+def test_a_weighted_failure_counts_as_that_many(breaker: CircuitBreaker) -> None:
+    assert breaker.allow()
+    breaker.record_failure("a batch of two timed out", weight=2)
+    assert breaker.state == "closed"
+    assert breaker.allow()
+    breaker.record_failure("one more", weight=1)
+    assert breaker.state == "open"
+    assert breaker.last_failure == "one more"
+
+
+def test_the_episode_counts_refusals_and_failed_probes_until_it_closes(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    seen: list[tuple[str, int, int, float]] = []
+    breaker.add_listener(
+        lambda state: seen.append((state, breaker.refused, breaker.opens, breaker.down_for()))
+    )
+    fail(breaker, 3)
+    for _ in range(4):
+        assert not breaker.allow()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_failure("probe failed")
+    assert not breaker.allow()
+    clock.now += 5
+    assert breaker.allow()
+    breaker.record_success()
+    assert seen == [
+        ("open", 0, 1, 0.0),
+        ("half-open", 4, 1, 5.0),
+        ("open", 4, 2, 5.0),
+        ("half-open", 5, 2, 10.0),
+        ("closed", 5, 2, 10.0),
+    ]
+    assert (breaker.refused, breaker.opens, breaker.down_for()) == (0, 0, 0.0)
+
+
+def test_available_tells_without_claiming_the_probe(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    assert breaker.available
+    fail(breaker, 3)
+    assert not breaker.available
+    clock.now += 5
+    assert breaker.available and breaker.available  # reading claims nothing
+    assert breaker.allow()
+    assert not breaker.available  # the probe is running
