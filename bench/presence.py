@@ -206,6 +206,12 @@ async def burst(args: argparse.Namespace, port: int, boundary: datetime) -> dict
     ]
     for r in readers:
         r.close()
+    if len(delays) < len(readers):
+        seen: dict[tuple, int] = {}
+        for r in readers:
+            key = tuple(d.get("state") for _, d in r.got)
+            seen[key] = seen.get(key, 0) + 1
+        print(f"not every subscriber saw the meeting start; states seen: {seen}", file=sys.stderr)
     return {
         "streams": len(readers), "delivered": len(delays), "p50": quantile(delays, 0.5),
         "p99": quantile(delays, 0.99), "last": max(delays),
@@ -302,6 +308,13 @@ def main() -> int:
             top = asyncio.run(asyncio.wait_for(burst(args, port, boundary), left))
         finally:
             stop(node)
+            problems = [
+                line
+                for line in (tmp / "node.log").read_text().splitlines()
+                if "ERROR" in line or "Traceback" in line or "Error" in line
+            ]
+            for line in problems[:20]:
+                print(f"node log: {line}", file=sys.stderr)
             radicale.stop()
     per_stream = (lat["rss_during"] - lat["rss_before"]) / max(1, lat["streams"])
     rows = [

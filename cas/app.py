@@ -71,6 +71,18 @@ LIMIT_SETTINGS = (
 )  # fmt: skip
 
 
+def unconfirmed_bound(settings: Settings) -> float:
+    """How long presence takes data as current without its source vouching for it again: the
+    setting, or (0) the longest a cache serves data unconfirmed (the validation interval, else
+    the refresh interval; the old servers' refresh), plus one re-ask and one request timeout."""
+    if settings.presence_max_unconfirmed_seconds > 0:
+        return settings.presence_max_unconfirmed_seconds
+    validate = settings.cache_validate_seconds
+    served = validate if validate > 0 else settings.cache_refresh_seconds
+    served = max(served, settings.oldserver_refresh_seconds)
+    return served + settings.presence_reask_seconds + settings.request_timeout_seconds
+
+
 def create_app(
     settings: Settings,
     sitemap: Sitemap,
@@ -155,7 +167,7 @@ def create_app(
         Shape(settings.presence_slots, settings.presence_slot_minutes),
         max_streams=settings.presence_max_streams,
         reask_seconds=settings.presence_reask_seconds,
-        max_unconfirmed_seconds=settings.presence_max_unconfirmed_seconds,
+        max_unconfirmed_seconds=unconfirmed_bound(settings),
         batch=settings.max_mailboxes,
     )
     presence = PresenceEndpoints(

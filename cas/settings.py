@@ -278,9 +278,10 @@ class Settings:
         "so a stopped backend shows as Unknown.",
     )
     presence_max_unconfirmed_seconds: float = setting(
-        120.0,
-        POSITIVE_SECONDS,
-        "Presence: data its source last vouched for longer ago than this shows as Unknown.",
+        0.0,
+        SECONDS,
+        "Presence: data its source last vouched for longer ago than this shows as Unknown; "
+        "0: as long as the cache itself serves it unconfirmed, plus a re-ask and a timeout.",
     )
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
