@@ -30,11 +30,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from caslab.dnsserver import DnsResponder, SrvRecord
-from caslab.radicale import (
-    radicale_command,
-    radicale_environment,
-    write_server_files,
-)
+from caslab.radicale import radicale_command, radicale_environment
+from caslab.radicale_files import write_server_files
 from caslab.tls import CertPair, issue_cert, make_ca
 
 __all__ = [

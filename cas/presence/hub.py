@@ -41,7 +41,6 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from cas.codecs.presence_json import view_json
@@ -57,83 +56,17 @@ from cas.presence.state import (
     view_of,
     vouched_at,
 )
+from cas.presence.streams import Group, Pushed, Subscription, Watch
 from cas.service import AvailabilityService
 from sitemap.model import Mailbox
 
 log = logging.getLogger(__name__)
 
 COALESCE_SECONDS = 0.02
-QUEUE_LIMIT = 1000  # pushes waiting for one stream; past it the stream is closed (it resumes)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Pushed:
-    """One server-sent event, ready to write."""
-
-    id: str
-    event: str
-    data: str
-    retry_ms: int | None = None  # tell the client how soon to reconnect
-
-    @property
-    def frame(self) -> str:
-        retry = f"retry: {self.retry_ms}\n" if self.retry_ms is not None else ""
-        return f"{retry}id: {self.id}\nevent: {self.event}\ndata: {self.data}\n\n"
-
-
-@dataclass(eq=False)
-class Subscription:
-    """One stream: the addresses it follows (casefolded) and what waits to be written."""
-
-    keys: tuple[str, ...]
-    group: str
-    queue: asyncio.Queue[Pushed | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
-    closed: bool = False
-
-    def offer(self, pushed: Pushed | None) -> None:
-        if self.closed:
-            return
-        try:
-            self.queue.put_nowait(pushed)
-        except asyncio.QueueFull:
-            self.close()
-
-    def close(self) -> None:
-        """End the stream: it stops after what was queued (or at once, when full)."""
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.queue.put_nowait(None)
-        except asyncio.QueueFull:
-            self.queue.get_nowait()
-            self.queue.put_nowait(None)
-
-
-@dataclass(eq=False)
-class Watch:
-    mailbox: Mailbox
-    created_seq: int
-    refs: int = 0
-    held: Window | None = None
-    result: MailboxResult | None = None
-    view: PresenceView | None = None
-    ticket: int = -1  # the read the kept answer came from; older reads are ignored
-    read_at: datetime | None = None
-    distrust_before: datetime | None = None  # see `cas.presence.state.Trust`
-    timer: asyncio.TimerHandle | None = None
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass(eq=False)
-class Group:
-    requester: Requester
-    watches: dict[str, Watch] = field(default_factory=dict)
-    subs: set[Subscription] = field(default_factory=set)
 
 
 class PresenceHub:

@@ -19,8 +19,9 @@ from cas.model.availability import AvailabilityRequest, MailboxResult
 from cas.model.busy import BusyType
 from cas.model.freebusy import Event, EventDetails, MailboxData
 from cas.model.projection import Requester
-from cas.presence.hub import PresenceHub, Pushed, Subscription
+from cas.presence.hub import PresenceHub
 from cas.presence.state import Shape
+from cas.presence.streams import Pushed, Subscription
 from sitemap.model import Mailbox
 
 NOW = datetime(2030, 1, 7, 9, 10, tzinfo=UTC)
