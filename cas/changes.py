@@ -117,7 +117,7 @@ class ChangeFeed:
             await asyncio.sleep(self.delay)
             batch = list(pending.values())
             pending.clear()
-            result = (await self._tell(site, batch)) if batch else {"status": "told"}
+            result = await self._tell(site, batch)
             if result.get("status") != "told":
                 log.warning("changes not announced to site %r: %s", site, result.get("message"))
 

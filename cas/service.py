@@ -94,23 +94,23 @@ class AvailabilityService:
     def _for_client(
         self, plan: Plan, results: list[MailboxResult], ask: Ask
     ) -> list[MailboxResult]:
-        """Per-mailbox errors as a client sees them (`MailboxError.for_client`); each distinct
-        detail is logged once per request, with how many mailboxes it cost."""
+        """Per-mailbox errors as a client sees them (`MailboxError.for_client`). A detail the
+        client is not told is logged once per request, with how many mailboxes it cost; a plain
+        one (a deadline, an open breaker, already logged once by its breaker) is not."""
         details: dict[tuple[str, str, str | None], list[str]] = {}
         shown: list[MailboxResult] = []
         for route, result in zip(plan.routes, results, strict=True):
             if isinstance(result, MailboxError):
-                details.setdefault((result.code, result.message, result.site), []).append(
-                    route.query.address
-                )
+                if not result.plain and result.code not in CLIENT_DETAIL_CODES:
+                    where = (result.code, result.message, result.site)
+                    details.setdefault(where, []).append(route.query.address)
                 result = result.for_client(ask.request_id)
             shown.append(result)
         for (code, message, site), addresses in details.items():
-            if code not in CLIENT_DETAIL_CODES:
-                log.info(
-                    "%d mailbox(es) of site %s answered %s (first %s): %s",
-                    len(addresses), site or "-", code, addresses[0], message,
-                )  # fmt: skip
+            log.info(
+                "%d mailbox(es) of site %s answered %s (first %s): %s",
+                len(addresses), site or "-", code, addresses[0], message,
+            )  # fmt: skip
         return shown
 
     async def versions(self, mailboxes: Sequence[Mailbox], ask: Ask) -> dict[str, str | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from lxml import etree
 from caslab.redis import RedisProcess
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
+from tests.support.redis import redis_servers
 from tests.unit.test_ews_endpoint import availability
 
 M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
@@ -44,13 +46,9 @@ END:VEVENT"""
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    for servers in redis_servers(tmp_path_factory, ["site"]):
+        yield servers["site"]
 
 
 @pytest.fixture(scope="module")

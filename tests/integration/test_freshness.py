@@ -23,6 +23,7 @@ import pytest
 from caslab.redis import RedisProcess
 from tests.support.cluster import Cluster, start_cluster
 from tests.support.node import make_test_ca
+from tests.support.redis import redis_servers
 
 ANN, BOB, CID, DEE = (f"us-{name}@contoso.test" for name in ("ann", "bob", "cid", "dee"))
 DAY = "20300107"  # a Monday; the window is 08:00-12:00 UTC, one digit per hour
@@ -77,17 +78,6 @@ def every_node_shows(
     return seen
 
 
-def redis_per_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisProcess]]:
-    servers = {site: RedisProcess(tmp_path_factory.mktemp(f"redis-{site}")) for site in SITES}
-    try:
-        for server in servers.values():
-            server.start()
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
-
-
 SITES = ("eu", "us", "ap")
 
 
@@ -110,7 +100,7 @@ def cluster_of(
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisProcess]]:
-    yield from redis_per_site(tmp_path_factory)
+    yield from redis_servers(tmp_path_factory, SITES)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +114,7 @@ def pushed(tmp_path_factory, redis) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def redis_of_validated(tmp_path_factory) -> Iterator[dict[str, RedisProcess]]:
-    yield from redis_per_site(tmp_path_factory)
+    yield from redis_servers(tmp_path_factory, SITES)
 
 
 @pytest.fixture(scope="module")

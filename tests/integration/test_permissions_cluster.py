@@ -11,15 +11,16 @@ with groups, and the site map's permissions.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
 from lxml import etree
 
-from cas.identity import hash_password
 from caslab.redis import RedisProcess
-from tests.support.cluster import Cluster, start_cluster
+from tests.support.cluster import Cluster, start_cluster, users_file_auth
 from tests.support.node import make_test_ca
+from tests.support.redis import redis_servers
 from tests.unit.test_ews_endpoint import availability
 
 M = "{http://schemas.microsoft.com/exchange/services/2006/messages}"
@@ -44,27 +45,16 @@ END:VEVENT"""
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    server = RedisProcess(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    for servers in redis_servers(tmp_path_factory, ["site"]):
+        yield servers["site"]
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, redis: RedisProcess):  # type: ignore[no-untyped-def]
     root = tmp_path_factory.mktemp("permissions-cluster")
     ca = make_test_ca(root / "tls")
-    users = root / "users.txt"
-    users.write_text(
-        "".join(f"{name}:{hash_password(pw)}:{groups}\n" for name, (pw, groups) in USERS.items())
-    )
-    auth = {
-        "users": [{"username": "scheduler", "password_file": str(root / "client-password")}],
-        "users_file": str(users),
-    }
+    auth = users_file_auth(root, USERS)
     permissions = {
         "default": "FreeBusyTimeOnly",
         "grants": [{"group": "helpdesk", "level": "FreeBusyTimeAndSubjectAndLocation"}],

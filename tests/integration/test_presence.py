@@ -29,13 +29,13 @@ import httpx
 import pytest
 from lxml import etree
 
-from cas.identity import hash_password
 from caslab.oldserver.directory import DirectoryEntry
 from caslab.oldserver.server import LegacyServer
 from caslab.redis import RedisProcess
-from tests.support.cluster import Cluster, start_cluster
+from tests.support.cluster import Cluster, start_cluster, users_file_auth
 from tests.support.node import make_test_ca
 from tests.support.pidf import pidf_schema
+from tests.support.redis import redis_servers
 from tests.support.sse import SseEvent, SseStream
 
 ANN, BOB, CID, DEE = (
@@ -77,14 +77,7 @@ def vevent(uid: str, start: datetime, end: datetime, summary: str, *, attendees:
 
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, RedisProcess]]:
-    servers = {site: RedisProcess(tmp_path_factory.mktemp(f"redis-{site}")) for site in SITES}
-    try:
-        for server in servers.values():
-            server.start()
-        yield servers
-    finally:
-        for server in servers.values():
-            server.stop()
+    yield from redis_servers(tmp_path_factory, SITES)
 
 
 @pytest.fixture(scope="module")
@@ -102,14 +95,7 @@ def cluster(
     tmp_path_factory: pytest.TempPathFactory, redis: dict[str, RedisProcess], legacy: LegacyServer
 ) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("presence")
-    users = root / "users.txt"
-    users.write_text(
-        "".join(f"{name}:{hash_password(pw)}:{groups}\n" for name, (pw, groups) in USERS.items())
-    )
-    auth = {
-        "users": [{"username": "scheduler", "password_file": str(root / "client-password")}],
-        "users_file": str(users),
-    }
+    auth = users_file_auth(root, USERS)
     permissions = {
         "default": "FreeBusyTimeOnly",
         "grants": [{"group": "helpdesk", "level": "FreeBusyTimeAndSubjectAndLocation"}],

@@ -24,6 +24,7 @@ import caldav
 import httpx
 import yaml
 
+from cas.identity import hash_password
 from caslab.faultproxy import FaultProxy
 from caslab.process import free_port
 from caslab.radicale import RadicaleServer, change_hook, ensure_calendar
@@ -154,6 +155,19 @@ class Cluster:
         ]
         if found:
             raise AssertionError("a node abandoned tasks:\n" + "\n".join(found))
+
+
+def users_file_auth(root: Path, users: Mapping[str, tuple[str, str]]) -> dict[str, object]:
+    """The site map's `auth`: the cluster's client user, and a users file with `users` (name ->
+    (password, comma-separated groups)) hashed with argon2, written under `root`."""
+    path = root / "users.txt"
+    path.write_text(
+        "".join(f"{name}:{hash_password(pw)}:{groups}\n" for name, (pw, groups) in users.items())
+    )
+    return {
+        "users": [{"username": "scheduler", "password_file": str(root / "client-password")}],
+        "users_file": str(path),
+    }
 
 
 def start_cluster(

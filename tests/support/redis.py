@@ -10,6 +10,9 @@
 * `redis_cluster` (function): three cluster-mode servers joined into one cluster by
   `make_cluster(factory, n)` (redis-cli), stopped after the test.
 
+* `redis_servers(tmp_path_factory, names)`: a generator for a module's own fixture, one
+  redis-server per name (a site each), for tests that kill or restart them; stopped together.
+
 Register with `pytest_plugins = ["tests.support.redis"]` or import the fixtures into a module.
 """
 
@@ -19,7 +22,7 @@ import itertools
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
@@ -47,6 +50,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
         yield server
     finally:
         server.stop()
+
+
+def redis_servers(
+    tmp_path_factory: pytest.TempPathFactory, names: Iterable[str]
+) -> Iterator[dict[str, RedisProcess]]:
+    """One redis-server of its own per name, started, yielded by name, stopped together."""
+    _require_binary()
+    servers = {name: RedisProcess(tmp_path_factory.mktemp(f"redis-{name}")) for name in names}
+    try:
+        for server in servers.values():
+            server.start()
+        yield servers
+    finally:
+        stop_together(server.stop for server in servers.values())
 
 
 _databases = itertools.cycle(range(1, DATABASES))

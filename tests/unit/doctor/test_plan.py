@@ -21,7 +21,7 @@ from sitemap.model import (
 
 EU = Site(
     "eu",
-    nodes=("https://10.0.0.1:8443", "http://10.0.0.2:8080"),
+    nodes=("https://127.0.0.11:8443", "http://127.0.0.12:8080"),
     caldav=CalDavBackendConfig(url="http://caldav.eu:5232/"),
     legacy=LegacyServerConfig(url="http://old.eu/public"),
     redis="redis://redis.eu:6379/2",
@@ -42,13 +42,13 @@ def planned(sitemap: Sitemap, site: str | None = None, **settings: object) -> li
 def test_every_site_part_is_planned_in_report_order() -> None:
     sitemap = Sitemap("t", (EU, US), MAILBOXES, domains=("contoso.test",), dns=DnsConfig())
     assert planned(sitemap) == [
-        ("eu", "tls", "https://10.0.0.1:8443"),
-        ("eu", "ready", "https://10.0.0.1:8443"),
-        ("eu", "version", "https://10.0.0.1:8443"),
-        ("eu", "breakers", "https://10.0.0.1:8443"),
-        ("eu", "ready", "http://10.0.0.2:8080"),  # plain HTTP: no TLS check
-        ("eu", "version", "http://10.0.0.2:8080"),
-        ("eu", "breakers", "http://10.0.0.2:8080"),
+        ("eu", "tls", "https://127.0.0.11:8443"),
+        ("eu", "ready", "https://127.0.0.11:8443"),
+        ("eu", "version", "https://127.0.0.11:8443"),
+        ("eu", "breakers", "https://127.0.0.11:8443"),
+        ("eu", "ready", "http://127.0.0.12:8080"),  # plain HTTP: no TLS check
+        ("eu", "version", "http://127.0.0.12:8080"),
+        ("eu", "breakers", "http://127.0.0.12:8080"),
         ("eu", "caldav", "http://caldav.eu:5232/ann@contoso.test/calendar/"),
         ("eu", "legacy", "http://old.eu/public/"),
         ("eu", "redis", "redis://redis.eu:6379/2"),
@@ -64,7 +64,7 @@ def test_one_site_with_a_secret_gets_trust_checks_and_no_domain_names(tmp_path: 
     secret.write_text("s" * 40)
     sitemap = Sitemap("t", (EU, US), MAILBOXES, domains=("contoso.test",), dns=DnsConfig())
     rows = planned(sitemap, "eu", cluster_secret_file=str(secret))
-    assert ("eu", "trust", "https://10.0.0.1:8443") in rows
+    assert ("eu", "trust", "https://127.0.0.11:8443") in rows
     assert all(site == "eu" for site, _, _ in rows)
 
 
